@@ -1,0 +1,298 @@
+"""Decode CIFAR-10 once into uint8 arrays, validated and cached on disk by source fingerprint (written atomically)."""
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import time
+import warnings
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+from .sources import CifarSource, cache_dir
+
+SPLITS = ('train', 'test')
+CACHE_VERSION = 1  # bump when the cached layout changes
+IMG_SHAPE = (3, 32, 32)
+_CHUNK = 1000  # images per worker task: big enough to amortise IPC, small enough to balance two workers
+
+
+@dataclass
+class CifarArrays:
+    "CIFAR-10 decoded: per split, images as uint8 (N,3,32,32) in canonical order (class, then file name)."
+    classes: tuple
+    x: dict  # split -> np.ndarray uint8 (N,3,32,32)
+    y: dict  # split -> np.ndarray int64 (N,)
+    files: dict  # split -> list of names relative to the dataset root ('train/cat/0001.jpg' or 'test_batch:17')
+    meta: dict = field(default_factory=dict)
+
+    def counts(self, split: str) -> list[int]:
+        "Images per class in `split`, in class order."
+        return np.bincount(self.y[split], minlength=len(self.classes)).tolist()
+
+
+def load_arrays(src: CifarSource, skip_bad: bool = False, num_workers: int | None = None,
+                progress: bool = True) -> CifarArrays:
+    """Decoded arrays for `src`: from the cache when present, else decoded (in parallel) and cached.
+    Corrupt, non-image or non-32×32 files raise a `DataError` naming them, unless `skip_bad`, which drops them
+    with one warning; grayscale/RGBA/palette images are converted to RGB with one warning giving the count."""
+    folder = cache_dir() / 'arrays' / f'v{CACHE_VERSION}-{src.fingerprint}'
+    if (folder / 'meta.json').is_file(): arrays = _read_cache(folder)
+    else:
+        arrays = _decode(src, num_workers, progress)
+        _check_bad(arrays, skip_bad)  # refuse before anything is written
+        _write_cache(arrays, folder)
+    _check_bad(arrays, skip_bad)
+    _warn_once(arrays.meta, skip_bad)
+    return arrays
+
+
+def _check_bad(arrays: CifarArrays, skip_bad: bool):
+    "Refuse unusable files unless `skip_bad`; refuse a class left with no images either way."
+    meta, bad = arrays.meta, arrays.meta['bad']
+    if bad and not skip_bad:
+        shown = '\n'.join(f'  {name}: {why}' for name, why in bad[:10])
+        more = f'\n  … and {len(bad) - 10} more' if len(bad) > 10 else ''
+        raise DataError(f"{len(bad)} file(s) in {meta['source']} cannot be used:\n{shown}{more}\n"
+                        f"Fix or remove them, or pass skip_bad=True (--data.skip_bad true) to skip them.")
+    for sp in SPLITS:
+        empty = [c for c, n in zip(arrays.classes, arrays.counts(sp)) if n == 0]
+        if empty: raise DataError(f"CIFAR-10 source {meta['source']}: {sp}/ has no usable images for class(es) "
+                                  f"{', '.join(empty)}.")
+
+
+def _warn_once(meta: dict, skip_bad: bool):
+    if meta['bad'] and skip_bad:
+        warnings.warn(f"Skipped {len(meta['bad'])} unusable file(s) in {meta['source']} (skip_bad=True); "
+                      f"first: {meta['bad'][0][0]} ({meta['bad'][0][1]}).", stacklevel=3)
+    if meta['converted']:
+        warnings.warn(f"Converted {meta['converted']} image(s) in {meta['source']} to RGB (they were grayscale, "
+                      f"RGBA or palette images); first: {meta['first_converted']}.", stacklevel=3)
+
+
+# ---- decoding -------------------------------------------------------------------------------------------------
+
+def _decode(src: CifarSource, num_workers: int | None, progress: bool) -> CifarArrays:
+    t0 = time.perf_counter()
+    if src.kind == 'pickles': classes, x, y, files, bad, conv = _read_pickles(src)
+    else:
+        classes, listing = _list_folder(src.root) if src.kind == 'folder' else _list_archive(src.root)
+        classes, x, y, files, bad, conv = _decode_listing(src, classes, listing, num_workers, progress)
+    meta = dict(version=CACHE_VERSION, source=src.origin, kind=src.kind, fingerprint=src.fingerprint,
+                classes=list(classes), n={s: len(y[s]) for s in SPLITS}, bad=bad, converted=len(conv),
+                first_converted=conv[0] if conv else None, decode_seconds=round(time.perf_counter() - t0, 2))
+    return CifarArrays(tuple(classes), x, y, files, meta)
+
+
+def _decode_listing(src, classes, listing, num_workers, progress):
+    "Decode every (split, class index, name, payload) in parallel; payload is a Path or the file's bytes."
+    global _PAYLOADS
+    _PAYLOADS = [p for *_, p in listing]  # forked workers inherit this list: no pickling of inputs
+    chunks = [(i, min(i + _CHUNK, len(listing))) for i in range(0, len(listing), _CHUNK)]
+    nw = max(1, min(num_workers if num_workers is not None else (os.cpu_count() or 1), len(chunks)))
+    results = []
+    with _progress(progress, f'Decoding {len(listing):,} images from {src.origin}', len(listing)) as advance:
+        if nw == 1 or 'fork' not in mp.get_all_start_methods():
+            for c in chunks: results.append(_decode_chunk(c)); advance(c[1] - c[0])
+        else:
+            with mp.get_context('fork').Pool(nw) as pool:
+                for c, r in zip(chunks, pool.imap(_decode_chunk, chunks)): results.append(r); advance(c[1] - c[0])
+    _PAYLOADS = None
+    imgs = np.concatenate([r[0] for r in results]) if results else np.zeros((0, *IMG_SHAPE), np.uint8)
+    status = [s for r in results for s in r[1]]
+    ok = np.array([s in ('ok', 'converted') for s in status], dtype=bool)
+    bad = [[name, s] for (_, _, name, _), s in zip(listing, status) if s not in ('ok', 'converted')]
+    conv = [name for (_, _, name, _), s in zip(listing, status) if s == 'converted']
+    x, y, files = {}, {}, {}
+    for sp in SPLITS:
+        sel = np.array([l[0] == sp for l in listing], dtype=bool) & ok
+        x[sp] = np.ascontiguousarray(imgs[sel])
+        y[sp] = np.array([l[1] for l, s in zip(listing, sel) if s], dtype=np.int64)
+        files[sp] = [l[2] for l, s in zip(listing, sel) if s]
+    return classes, x, y, files, bad, conv
+
+
+_PAYLOADS = None
+
+
+def _decode_chunk(bounds):
+    "Worker: decode images [lo, hi) of `_PAYLOADS` to (n,3,32,32) uint8 and one status string per image."
+    lo, hi = bounds
+    out, status = np.zeros((hi - lo, *IMG_SHAPE), np.uint8), []
+    for i in range(lo, hi):
+        arr, st = decode_image(_PAYLOADS[i])
+        if arr is not None: out[i - lo] = arr.transpose(2, 0, 1)
+        status.append(st)
+    keep = np.array([s in ('ok', 'converted') for s in status], dtype=bool)
+    return out[keep], status
+
+
+def decode_image(payload) -> tuple[np.ndarray | None, str]:
+    "Decode a path or bytes exactly as PIL (and fastai's `PILImage.create`) do: HWC uint8 RGB, and a status."
+    try:
+        with Image.open(io.BytesIO(payload) if isinstance(payload, bytes) else payload) as im:
+            im.load()  # surfaces truncated files, which PIL otherwise only notices on first pixel access
+            if im.size != (32, 32): return None, f'is {im.size[0]}×{im.size[1]}, not 32×32'
+            converted = im.mode != 'RGB'
+            return np.asarray(im.convert('RGB')), 'converted' if converted else 'ok'
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError… for bad files; all mean "unusable"
+        return None, f'cannot be decoded as an image ({type(e).__name__}: {e})'
+
+
+# ---- listing the layouts --------------------------------------------------------------------------------------
+
+def _classes(origin: str, per_split: dict, labels_txt: str | None) -> list[str]:
+    "Class names in standard order: labels.txt when present (it must agree with the folders), else sorted."
+    tr, te = set(per_split['train']), set(per_split['test'])
+    if tr != te:
+        raise DataError(f"CIFAR-10 source {origin}: train and test have different classes: only in train: "
+                        f"{sorted(tr - te) or '-'}; only in test: {sorted(te - tr) or '-'}.")
+    if not tr: raise DataError(f"CIFAR-10 source {origin}: train/ has no class folders.")
+    for sp, d in per_split.items():
+        empty = sorted(c for c, names in d.items() if not names)
+        if empty: raise DataError(f"CIFAR-10 source {origin}: class folder(s) {', '.join(f'{sp}/{c}' for c in empty)} "
+                                  f"are empty; remove them or add their images.")
+    if labels_txt is None: return sorted(tr)
+    labels = [l.strip() for l in labels_txt.splitlines() if l.strip()]
+    if set(labels) != tr or len(labels) != len(tr):
+        raise DataError(f"CIFAR-10 source {origin}: labels.txt lists {labels} but the class folders are "
+                        f"{sorted(tr)}; make them agree or delete labels.txt.")
+    return labels
+
+
+def _flatten(classes, per_split, payload):
+    return [(sp, ci, f'{sp}/{c}/{n}', payload(sp, c, n))
+            for sp in SPLITS for ci, c in enumerate(classes) for n in sorted(per_split[sp][c])]
+
+
+def _list_folder(root: Path):
+    per_split = {}
+    for sp in SPLITS:
+        per_split[sp] = {d.name: [f.name for f in d.iterdir() if f.is_file() and not f.name.startswith('.')]
+                         for d in (root / sp).iterdir() if d.is_dir() and not d.name.startswith('.')}
+    lt = root / 'labels.txt'
+    classes = _classes(str(root), per_split, lt.read_text() if lt.is_file() else None)
+    return classes, _flatten(classes, per_split, lambda sp, c, n: root / sp / c / n)
+
+
+def _list_archive(p: Path):
+    "Read an archive's members into memory; the dataset root is the prefix above train/ and test/."
+    try: members = _archive_members(p)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise DataError(f"Archive {p} cannot be read ({type(e).__name__}: {e}); it may be truncated or corrupt. "
+                        f"Download it again or point --data at an extracted folder.") from e
+    roots = Counter()
+    for name, is_dir, _ in members:
+        parts = PurePosixPath(name).parts
+        for i, part in enumerate(parts[:-1]):
+            if part == 'train': roots[parts[:i]] += 1
+    if not roots: raise DataError(f"Archive {p} holds no train/<class>/ folders (fastai's CIFAR layout).")
+    prefix = roots.most_common(1)[0][0]
+    per_split, data, labels = {sp: {} for sp in SPLITS}, {}, None
+    for name, is_dir, payload in members:
+        parts = PurePosixPath(name).parts
+        if parts[:len(prefix)] != prefix: continue
+        rel = parts[len(prefix):]
+        if rel == ('labels.txt',) and not is_dir: labels = payload.decode()
+        if len(rel) < 2 or rel[0] not in SPLITS or rel[1].startswith('.'): continue
+        cls = per_split[rel[0]].setdefault(rel[1], [])
+        if len(rel) == 3 and not is_dir and not rel[2].startswith('.'):
+            cls.append(rel[2]); data[rel] = payload
+    classes = _classes(str(p), per_split, labels)
+    return classes, _flatten(classes, per_split, lambda sp, c, n: data[(sp, c, n)])
+
+
+def _archive_members(p: Path):
+    "(name, is_dir, bytes) for every member; reads the whole (small) archive in memory, much faster than extracting."
+    if p.name.lower().endswith('.zip'):
+        with zipfile.ZipFile(p) as zf:
+            return [(i.filename, i.is_dir(), b'' if i.is_dir() else zf.read(i)) for i in zf.infolist()]
+    with open(p, 'rb') as f: raw = f.read()
+    if raw[:2] == b'\x1f\x8b':
+        import gzip
+        raw = gzip.decompress(raw)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        return [(m.name, m.isdir(), raw[m.offset_data:m.offset_data + m.size] if m.isfile() else b'')
+                for m in tf.getmembers() if m.isfile() or m.isdir()]
+
+
+def _read_pickles(src: CifarSource):
+    "torchvision's cifar-10-batches-py: five training batches, one test batch, label names in batches.meta."
+    def load(name):
+        try:
+            if src.root.is_dir(): return pickle.loads((src.root / name).read_bytes(), encoding='latin1')
+            with tarfile.open(src.root) as tf:
+                m = next(m for m in tf.getmembers() if PurePosixPath(m.name).name == name)
+                return pickle.loads(tf.extractfile(m).read(), encoding='latin1')
+        except StopIteration:
+            raise DataError(f"CIFAR-10 source {src.origin}: {name} is missing.") from None
+        except Exception as e:
+            raise DataError(f"CIFAR-10 source {src.origin}: {name} cannot be read as a CIFAR batch "
+                            f"({type(e).__name__}: {e}).") from e
+    meta = load('batches.meta')
+    classes = [c if isinstance(c, str) else c.decode() for c in meta['label_names']]
+    x, y, files = {}, {}, {}
+    for sp, names in (('train', [f'data_batch_{i}' for i in range(1, 6)]), ('test', ['test_batch'])):
+        batches = [(n, load(n)) for n in names]
+        for n, b in batches:
+            if b['data'].shape[1:] != (3072,):
+                raise DataError(f"CIFAR-10 source {src.origin}: {n} holds images of shape {b['data'].shape[1:]}, "
+                                f"expected 3072 values (3×32×32).")
+        x[sp] = np.ascontiguousarray(np.concatenate([b['data'] for _, b in batches]).reshape(-1, *IMG_SHAPE))
+        y[sp] = np.concatenate([np.asarray(b['labels'], dtype=np.int64) for _, b in batches])
+        files[sp] = [f'{n}:{i}' for n, b in batches for i in range(len(b['labels']))]
+    return classes, x, y, files, [], []
+
+
+# ---- the cache on disk ----------------------------------------------------------------------------------------
+
+def _write_cache(arrays: CifarArrays, folder: Path):
+    "Write into a temporary sibling and rename it into place: a half-written cache never looks complete."
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{folder.name}.', dir=folder.parent))
+    try:
+        for sp in SPLITS:
+            np.save(tmp / f'{sp}_x.npy', arrays.x[sp]); np.save(tmp / f'{sp}_y.npy', arrays.y[sp])
+        (tmp / 'files.json').write_text(json.dumps(arrays.files))
+        (tmp / 'meta.json').write_text(json.dumps(arrays.meta, indent=1))  # written last: marks completeness
+        try: tmp.rename(folder)
+        except OSError:
+            if not (folder / 'meta.json').is_file(): raise
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    arrays.meta['cache'] = str(folder)
+
+
+def _read_cache(folder: Path) -> CifarArrays:
+    meta = json.loads((folder / 'meta.json').read_text())
+    x = {sp: np.load(folder / f'{sp}_x.npy') for sp in SPLITS}
+    y = {sp: np.load(folder / f'{sp}_y.npy') for sp in SPLITS}
+    meta['cache'] = str(folder)
+    return CifarArrays(tuple(meta['classes']), x, y, json.loads((folder / 'files.json').read_text()), meta)
+
+
+class _progress:
+    "A rich progress bar when asked for and on a terminal; otherwise silent. Yields `advance(n)`."
+    def __init__(self, enabled: bool, desc: str, total: int):
+        self.enabled, self.desc, self.total = enabled, desc, total
+
+    def __enter__(self):
+        from rich.console import Console
+        if not (self.enabled and Console(stderr=True).is_terminal): return lambda n: None
+        from rich.progress import Progress
+        self.bar = Progress(transient=True, console=Console(stderr=True)); self.bar.start()
+        task = self.bar.add_task(self.desc, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if hasattr(self, 'bar'): self.bar.stop()

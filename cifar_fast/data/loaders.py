@@ -1,0 +1,95 @@
+"""One entry point for CIFAR-10 `DataLoaders`: resolve the source, decode once, subset, pick an engine."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .cache import CifarArrays, load_arrays
+from .datablock import cifar_datablock
+from .fast import Augment, CifarTensors, fast_dataloaders
+from .sources import image_folder, resolve_source
+
+ENGINES = ('fast', 'datablock')
+
+
+def stratified_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `size` items with every class represented in proportion (largest remainder), chosen by a
+    fixed-seed draw: the same subset on every run and machine, whatever the global seed."""
+    n = len(labels)
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 0 < size <= n:
+        raise ConfigError(f"subset size must be an integer in 1..{n} (the split's size), got {size!r}.")
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * size / n
+    take = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - take), kind='stable')[:size - take.sum()]: take[i] += 1
+    rng, out = np.random.default_rng(seed), []
+    for c, k in zip(classes, take):
+        members = np.flatnonzero(labels == c)
+        out.append(members[np.sort(rng.permutation(len(members))[:k])])
+    return np.sort(np.concatenate(out))
+
+
+@dataclass
+class CifarData:
+    "The decoded dataset and the chosen subsets: what both engines build from."
+    arrays: CifarArrays
+    source: object
+    idx: dict  # split -> np.ndarray of indices into arrays.x[split]
+
+    @property
+    def classes(self): return self.arrays.classes
+
+
+def cifar_data(data=None, train_size: int | None = None, valid_size: int | None = None, skip_bad: bool = False,
+               num_workers: int | None = None, progress: bool = True) -> CifarData:
+    "Resolve and decode CIFAR-10 (cached), then choose the stratified deterministic subsets."
+    src = resolve_source(data)
+    arrays = load_arrays(src, skip_bad=skip_bad, num_workers=num_workers, progress=progress)
+    idx = {sp: (np.arange(len(arrays.y[sp])) if size is None else stratified_subset(arrays.y[sp], size))
+           for sp, size in (('train', train_size), ('test', valid_size))}
+    return CifarData(arrays, src, idx)
+
+
+def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None = None,
+              train_size: int | None = None, valid_size: int | None = None, aug: Augment = Augment(),
+              policy: str | None = None, seed: int | None = None, num_workers: int | None = None,
+              skip_bad: bool = False, device=None, path='.', dtype=torch.float32, channels_last: bool = False,
+              rank: int = 0, world_size: int = 1, progress: bool = True):
+    """CIFAR-10 `DataLoaders` (train = the 50k training split, valid = the 10k test split).
+
+    Args:
+        data: folder, archive or torchvision pickles; default `$CIFAR_FAST_DATA`, then fastai's download.
+        engine: 'fast' (device-resident tensors, batch augmentation) or 'datablock' (fastai's DataBlock on files).
+        policy: 'trivial' or 'auto' (torchvision TrivialAugmentWide/AutoAugment), DataBlock engine only.
+        seed: seeds the loaders' own shuffling RNGs (the DataBlock engine's item augmentation follows the
+            global RNG: call fastai's `set_seed` for full reproducibility).
+        num_workers: decode processes for the first decode, and DataLoader workers for the DataBlock engine.
+    """
+    if engine not in ENGINES: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if policy is not None and engine != 'datablock':
+        raise ConfigError(f"policy={policy!r} (TrivialAugment/AutoAugment) works per image on PIL images: "
+                          f"use engine='datablock', or drop the policy for the fast engine.")
+    cd = cifar_data(data, train_size, valid_size, skip_bad, num_workers, progress)
+    if engine == 'fast':
+        a = cd.arrays
+        tensors = [CifarTensors(torch.from_numpy(a.x[sp][cd.idx[sp]]), torch.from_numpy(a.y[sp][cd.idx[sp]]),
+                                a.classes, split=sp, names=[a.files[sp][i] for i in cd.idx[sp]])
+                   for sp in ('train', 'test')]
+        dls = fast_dataloaders(*tensors, bs=bs, aug=aug, device=device, val_bs=val_bs, path=path, dtype=dtype,
+                               channels_last=channels_last, rank=rank, world_size=world_size)
+    else:
+        if world_size > 1: raise ConfigError("Distributed training shards the fast engine; use engine='fast'.")
+        root = image_folder(cd.source)
+        files = [root / cd.arrays.files[sp][i] for sp in ('train', 'test') for i in cd.idx[sp]]
+        dblock = cifar_datablock(cd.classes, aug, policy)
+        nw = 0 if num_workers is None else num_workers
+        dls = dblock.dataloaders(files, bs=bs, val_bs=val_bs, num_workers=nw, device=device, path=Path(path))
+    if seed is not None:
+        for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)
+    dls.cifar_source = cd.source  # for the run folder's record of where the data came from
+    return dls

@@ -1,0 +1,156 @@
+"""Find CIFAR-10: an explicit path, `$CIFAR_FAST_DATA`, or fastai's download; folders, archives and pickles."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+
+ENV_DATA = 'CIFAR_FAST_DATA'
+ENV_CACHE = 'CIFAR_FAST_CACHE'
+ARCHIVE_SUFFIXES = ('.tgz', '.tar.gz', '.tar', '.zip')
+PICKLE_BATCHES = ('data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch')
+
+
+@dataclass(frozen=True)
+class CifarSource:
+    """Where the images are and in which form. `kind` is 'folder' (fastai's layout on disk), 'archive' (a tar/zip of
+    that layout, read in memory and extracted only when files are needed) or 'pickles' (torchvision's batches)."""
+    kind: str
+    root: Path  # the folder holding train/ and test/, the archive, or cifar-10-batches-py/ (or its tar.gz)
+    origin: str  # what the user gave, for messages and the run's env.json
+    fingerprint: str  # content key for caches
+
+    def __str__(self): return f'{self.origin} ({self.kind})'
+
+
+def cache_dir() -> Path:
+    "Where cifar_fast keeps extracted archives and decoded arrays: `$CIFAR_FAST_CACHE` or ~/.cache/cifar_fast."
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / '.cache' / 'cifar_fast').expanduser()
+
+
+def resolve_source(data: str | Path | None = None) -> CifarSource:
+    "Resolve `data`, else `$CIFAR_FAST_DATA`, else fastai's `untar_data(URLs.CIFAR)`, to a `CifarSource`."
+    if data is not None: return _resolve_path(Path(data).expanduser(), f'{data} (--data)')
+    if os.environ.get(ENV_DATA): return _resolve_path(Path(os.environ[ENV_DATA]).expanduser(), f'${ENV_DATA}={os.environ[ENV_DATA]}')
+    return _resolve_path(_download(), 'fastai untar_data(URLs.CIFAR)')
+
+
+def _download() -> Path:
+    "fastai's real download path; offline, say so and name both ways to point at a local copy."
+    from fastai.data.external import URLs, untar_data
+    try: return Path(untar_data(URLs.CIFAR))
+    except Exception as e:
+        raise DataError(f"No CIFAR-10 source was given and the download from {URLs.CIFAR} failed "
+                        f"({type(e).__name__}: {e}). Point cifar_fast at a local copy: pass --data PATH "
+                        f"(data=PATH in Python) or set {ENV_DATA}=PATH. PATH may be a folder in fastai's layout "
+                        f"(train/<class>/*, test/<class>/*), a .tgz/.tar.gz/.zip of one, torchvision's "
+                        f"cifar-10-batches-py folder or cifar-10-python.tar.gz.") from e
+
+
+def _resolve_path(p: Path, origin: str) -> CifarSource:
+    if not p.exists():
+        raise DataError(f"CIFAR-10 source {origin}: {p} does not exist. Tried {p.resolve()}; "
+                        f"pass an existing folder or archive with --data PATH or ${ENV_DATA}.")
+    if p.is_file():
+        if p.stat().st_size == 0: raise DataError(f"CIFAR-10 source {origin}: archive {p} is empty (0 bytes).")
+        if not p.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise DataError(f"CIFAR-10 source {origin}: {p} is a file but not an archive; expected one of "
+                            f"{', '.join(ARCHIVE_SUFFIXES)}, or a folder.")
+        fp = file_fingerprint(p)
+        return CifarSource('pickles' if _is_pickle_archive(p) else 'archive', p, origin, fp)
+    return _resolve_folder(p, origin, None)
+
+
+def _resolve_folder(p: Path, origin: str, fingerprint: str | None) -> CifarSource:
+    "Find the dataset root at `p` or one level below (archives usually hold a single top folder)."
+    for cand in [p, *sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith('.'))]:
+        if (cand / 'train').is_dir() and (cand / 'test').is_dir():
+            return CifarSource('folder', cand, origin, fingerprint or folder_fingerprint(cand))
+        if all((cand / b).is_file() for b in PICKLE_BATCHES):
+            return CifarSource('pickles', cand, origin, fingerprint or folder_fingerprint(cand, PICKLE_BATCHES))
+    raise DataError(f"CIFAR-10 source {origin}: {p} holds neither train/ and test/ class folders (fastai's layout) "
+                    f"nor torchvision's cifar-10-batches-py files ({', '.join(PICKLE_BATCHES)}), "
+                    f"at its top or one level down.")
+
+
+def image_folder(src: CifarSource) -> Path:
+    "A folder in fastai's layout for `src`, extracting an archive into the cache the first time."
+    if src.kind == 'folder': return src.root
+    if src.kind == 'archive': return _resolve_folder(extract_archive(src.root, src.fingerprint), src.origin, src.fingerprint).root
+    raise DataError(f"CIFAR-10 source {src.origin} holds torchvision pickles, not image files; "
+                    f"use the fast engine (engine='fast'), which reads them directly.")
+
+
+def file_fingerprint(p: Path) -> str:
+    "sha256 of a file's bytes, shortened: archives are small enough (20-170 MB) to hash in well under a second."
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 22), b''): h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def folder_fingerprint(root: Path, names=None) -> str:
+    "Hash of every file's relative path, size and mtime: cheap, and changes whenever a file is added or edited."
+    h = hashlib.sha256(str(root.resolve()).encode())
+    files = [root / n for n in names] if names else sorted(f for f in root.rglob('*') if f.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f'{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    return h.hexdigest()[:16]
+
+
+def _is_pickle_archive(p: Path) -> bool:
+    if p.name.lower().endswith('.zip'): return False
+    try:
+        with tarfile.open(p) as tf:
+            for m in tf:
+                if Path(m.name).name == 'data_batch_1': return True
+                if m.isfile() and m.name.lower().endswith(('.png', '.jpg', '.jpeg')): return False
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"Archive {p} cannot be read ({type(e).__name__}: {e}); it may be truncated or corrupt. "
+                        f"Download it again or point --data at an extracted folder.") from e
+    return False
+
+
+def extract_archive(p: Path, fingerprint: str) -> Path:
+    """Extract `p` once into the cache. Extraction goes to a temporary sibling renamed into place when complete,
+    so an interrupted extraction never leaves a folder that looks finished."""
+    dest = cache_dir() / 'extracted' / f'{_stem(p)}-{fingerprint}'
+    if dest.is_dir(): return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
+    try:
+        if p.name.lower().endswith('.zip'):
+            with zipfile.ZipFile(p) as zf: _safe_members(p, zf.namelist(), tmp); zf.extractall(tmp)
+        else:
+            with tarfile.open(p) as tf: tf.extractall(tmp, filter='data')
+        try: tmp.rename(dest)
+        except OSError:  # another process finished the same extraction first
+            if not dest.is_dir(): raise
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise DataError(f"Archive {p} cannot be extracted ({type(e).__name__}: {e}); it may be truncated or "
+                        f"corrupt. Download it again or point --data at an extracted folder.") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _safe_members(p: Path, names, dest: Path):
+    "Refuse zip members that would land outside `dest` (tarfile's 'data' filter does this for tars)."
+    for n in names:
+        if not (dest / n).resolve().is_relative_to(dest.resolve()):
+            raise DataError(f"Archive {p} has a member outside its folder ({n!r}); refusing to extract it.")
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for s in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(s): return name[:-len(s)]
+    return name
