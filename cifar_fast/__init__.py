@@ -1,0 +1,27 @@
+"""cifar_fast: fast, honest CIFAR-10 training on fastai — model zoo, recipes, W&B, interpretation."""
+import warnings
+
+# fastai.layers calls torch.jit.script at import time, which torch 2.14 deprecates; nothing a user can act on.
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+
+from .errors import CifarFastError, ConfigError, DataError  # noqa: E402
+from .recipe import DataConfig, Recipe, SpeedConfig, WandbConfig, load_recipe  # noqa: E402
+
+__version__ = '0.1.0'
+
+# Heavy parts (torch, fastai) load on first use, so `import cifar_fast` and recipe files stay fast.
+_LAZY = {'train': 'train', 'lr_find': 'train', 'RunResult': 'train', 'build_dls': 'train', 'build_learner': 'train',
+         'cifar_dls': 'data', 'cifar_data': 'data', 'Augment': 'data', 'make_synthetic_cifar': 'data',
+         'create_model': 'models', 'list_models': 'models', 'model_info': 'models', 'register_model': 'models',
+         'run_script': 'cli'}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f'.{_LAZY[name]}', __name__), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = ['CifarFastError', 'ConfigError', 'DataError', 'DataConfig', 'Recipe', 'SpeedConfig', 'WandbConfig', 'load_recipe',
+           *_LAZY]

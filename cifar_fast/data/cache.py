@@ -114,12 +114,13 @@ def _decode_listing(src, classes, listing, num_workers, progress):
     ok = np.array([s in ('ok', 'converted') for s in status], dtype=bool)
     bad = [[name, s] for (_, _, name, _), s in zip(listing, status) if s not in ('ok', 'converted')]
     conv = [name for (_, _, name, _), s in zip(listing, status) if s == 'converted']
+    kept = [l for l, k in zip(listing, ok) if k]  # `imgs` holds the decodable images only, in listing order
+    split_of = np.array([l[0] for l in kept])
     x, y, files = {}, {}, {}
     for sp in SPLITS:
-        sel = np.array([l[0] == sp for l in listing], dtype=bool) & ok
-        x[sp] = np.ascontiguousarray(imgs[sel])
-        y[sp] = np.array([l[1] for l, s in zip(listing, sel) if s], dtype=np.int64)
-        files[sp] = [l[2] for l, s in zip(listing, sel) if s]
+        x[sp] = np.ascontiguousarray(imgs[split_of == sp])
+        y[sp] = np.array([l[1] for l in kept if l[0] == sp], dtype=np.int64)
+        files[sp] = [l[2] for l in kept if l[0] == sp]
     return classes, x, y, files, bad, conv
 
 

@@ -1,0 +1,155 @@
+"""Fit-time callbacks (passed to `fit`, so never active in lr_find or get_preds) that keep a run folder true to
+the training: per-epoch metrics, resumable checkpoints, graceful
+interruption and divergence detection. fastai's CSVLogger has no lr or numeric seconds and only appends, and
+SaveModelCallback keeps no RNG, schedule or metric state, so an interrupted run could not resume identically."""
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.tracker import TrackerCallback
+from fastai.learner import Recorder
+from fastai.torch_core import rank_distrib
+
+from ..rundir import torch_save, write_metrics
+
+
+# ---- RNG state as plain lists and tensors, so checkpoints load with torch.load(weights_only=True) ----------------
+
+def _py_state(st): return [st[0], list(st[1]), st[2]]
+def _py_unstate(st): return (st[0], tuple(st[1]), st[2])
+
+
+def rng_snapshot(dls=None) -> dict:
+    "Every RNG a fastai run draws from: python, numpy, torch (CPU and CUDA), and each DataLoader's own."
+    np_st = np.random.get_state()
+    snap = dict(python=_py_state(random.getstate()), torch=torch.get_rng_state(),
+                numpy=[np_st[0], torch.from_numpy(np_st[1].astype(np.int64)), *np_st[2:]])
+    if torch.cuda.is_available(): snap['cuda'] = torch.cuda.get_rng_state_all()
+    if dls is not None:
+        snap['dls'] = [dict(rng=_py_state(dl.rng.getstate()), epoch=getattr(dl, 'epoch', None),
+                            flip_base=getattr(dl, 'flip_base', None)) for dl in dls.loaders]
+    return snap
+
+
+def rng_restore(snap: dict, dls=None):
+    "Put back what `rng_snapshot` took."
+    random.setstate(_py_unstate(snap['python']))
+    n = snap['numpy']
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    torch.set_rng_state(snap['torch'])
+    if 'cuda' in snap and torch.cuda.is_available(): torch.cuda.set_rng_state_all(snap['cuda'])
+    if dls is not None and 'dls' in snap:
+        for dl, st in zip(dls.loaders, snap['dls']):
+            dl.rng.setstate(_py_unstate(st['rng']))
+            if st['epoch'] is not None: dl.epoch = st['epoch']
+            if st['flip_base'] is not None: dl.flip_base = st['flip_base']
+
+
+# ---- callbacks ------------------------------------------------------------------------------------------------
+
+class RunRecorder(Callback):
+    "One metrics row per completed epoch (epoch, losses, accuracy, lr, seconds) into metrics.csv and the console log."
+    order = Recorder.order + 1  # read what the Recorder just logged
+
+    def __init__(self, run_dir: Path, rows: list | None = None, log=None):
+        self.run_dir, self.rows, self.log_fn = Path(run_dir), list(rows or []), log
+        self.train_seconds = [r.get('train_seconds', 0.) for r in self.rows]
+
+    def before_epoch(self): self.t0, self.skipped = time.perf_counter(), False
+    def before_train(self): self.t_train = time.perf_counter()
+    def after_train(self): self.dt_train = time.perf_counter() - self.t_train
+    def after_cancel_epoch(self): self.skipped = True  # fastai's SkipToEpoch, when resuming
+
+    def after_epoch(self):
+        if self.skipped: return
+        names = self.recorder.metric_names[1:len(self.learn.final_record) + 1]
+        rec = dict(zip(names, (float(v) for v in self.learn.final_record)))
+        row = dict(epoch=int(self.epoch), train_loss=rec.get('train_loss', float('nan')),
+                   valid_loss=rec.get('valid_loss', float('nan')), accuracy=rec.get('accuracy', float('nan')),
+                   lr=float(self.opt.hypers[-1]['lr']), seconds=round(time.perf_counter() - self.t0, 3),
+                   train_seconds=round(self.dt_train, 3))
+        self.rows.append(row)
+        if rank_distrib() == 0:
+            write_metrics(self.run_dir / 'metrics.csv', self.rows)
+            if self.log_fn: self.log_fn(row, self.n_epoch)
+
+
+class Checkpointer(Callback):
+    """After each completed epoch, everything needed to continue exactly: weights, optimiser, epoch, RNGs, the
+    Recorder's smoothed loss, the trackers' best/wait and the metric rows; and puts it back on resume."""
+    order = 71  # after the trackers (60) and fastai's SkipToEpoch (70)
+
+    def __init__(self, path: Path, model, recorder_cb: RunRecorder, state: dict | None = None):
+        self.path, self.raw_model, self.run_rec, self.state = Path(path), model, recorder_cb, state
+        self.restored = state is None
+
+    def before_fit(self):
+        if self.state is None: return
+        sl = self.recorder.smooth_loss
+        sl.val, sl.count = self.state['smooth_loss']
+        for cb, st in zip(self._trackers(), self.state['trackers']):
+            for k, v in st.items(): setattr(cb, k, v)
+
+    def before_epoch(self):
+        if not self.restored:  # first epoch actually run after a resume
+            rng_restore(self.state['rng'], self.dls)
+            self.restored = True
+
+    def after_cancel_epoch(self): self.skipped = True
+    def after_epoch(self):
+        if getattr(self, 'skipped', False): self.skipped = False; return
+        if rank_distrib() != 0: return
+        sl = self.recorder.smooth_loss
+        scaler = getattr(self.learn, 'scaler', None)
+        torch_save(dict(epoch=int(self.epoch), n_epoch=int(self.n_epoch), model=self.raw_model.state_dict(),
+                        opt=self.opt.state_dict(), rng=rng_snapshot(self.dls), rows=self.run_rec.rows,
+                        smooth_loss=[torch.as_tensor(sl.val).as_subclass(torch.Tensor).clone(), sl.count], scaler=scaler.state_dict() if scaler is not None else None,
+                        trackers=[{k: getattr(cb, k) for k in ('best', 'wait') if hasattr(cb, k)} for cb in self._trackers()]),
+                   self.path)
+
+    def _trackers(self): return [cb for cb in self.learn.cbs if isinstance(cb, TrackerCallback)]
+
+
+class GracefulStop(Callback):
+    """First Ctrl-C or SIGTERM: finish the current batch and cancel the fit the fastai way, so every callback's
+    `after_cancel_fit` restores what it swapped; the last completed epoch's checkpoint stays. A second Ctrl-C stops
+    at once."""
+    order = 0
+
+    def __init__(self): self.requested, self.signal_name, self._old = False, None, {}
+
+    def _handler(self, signum, frame):
+        if self.requested: raise KeyboardInterrupt
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+
+    def before_fit(self):
+        if threading.current_thread() is not threading.main_thread(): return
+        for s in (signal.SIGINT, signal.SIGTERM): self._old[s] = signal.signal(s, self._handler)
+
+    def after_batch(self):
+        if self.requested: raise CancelFitException
+
+    def restore(self):
+        "Put back the previous handlers (called by the trainer in a `finally`)."
+        for s, h in self._old.items(): signal.signal(s, h)
+        self._old = {}
+
+
+class StopOnNaN(Callback):
+    "Cancel the fit on a NaN/inf loss, recording where; the checkpoint of the last good epoch is kept."
+    order = Recorder.order - 1
+
+    def __init__(self, every: int = 1): self.every, self.where = every, None
+
+    def after_batch(self):
+        if not self.training or self.iter % self.every: return
+        if not torch.isfinite(self.loss).all():
+            self.where = dict(epoch=int(self.epoch), batch=int(self.iter), loss=float(self.loss.detach()))
+            raise CancelFitException

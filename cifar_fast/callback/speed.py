@@ -1,0 +1,174 @@
+"""airbench's training techniques for the fastai Learner: each is a pure function (tested alone) and, where it acts
+during training, a thin callback. Source: K. Jordan, airbench94.py (github.com/KellerJordan/cifar10-airbench)."""
+from __future__ import annotations
+
+import torch
+from fastai.callback.core import Callback
+from fastai.learner import AvgLoss, AvgSmoothLoss, Metric, Recorder
+from torch import nn
+
+from ..errors import ConfigError
+
+
+# ---- hyperparameters decoupled from batch size and momentum -----------------------------------------------------
+
+def decoupled_hypers(lr: float, wd: float, momentum: float, bs: int, reduction: str = 'mean') -> tuple[float, float]:
+    """airbench's units -> (lr, weight_decay) for torch's Nesterov SGD. `lr` is per 1024 examples and divided by the
+    Nesterov step growth 1 + 1/(1 - momentum), so the average step no longer moves with momentum or batch size;
+    `wd` is the decay per 1024 examples, independent of lr. With a mean loss the lr is scaled back up by `bs`."""
+    kilostep = 1024 * (1 + 1 / (1 - momentum))
+    lr_sum = lr / kilostep  # the lr for a summed loss
+    decay_per_step = wd * bs / kilostep
+    torch_lr = lr_sum * bs if reduction == 'mean' else lr_sum
+    return torch_lr, decay_per_step / torch_lr  # torch's L2 term is multiplied by the lr again
+
+
+# ---- a separate learning rate for BatchNorm biases ----------------------------------------------------------------
+
+def norm_bias_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
+    """[BatchNorm biases, everything else]; fastai reports the lr of its last group, the main one. Frozen parameters
+    stay in (torch skips params without grads): groups must not change size when a callback freezes one, since
+    fastai's `export` rebuilds the optimiser and reloads its state."""
+    norm_ids = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.bias is not None}
+    params = list(model.parameters())
+    return [[p for p in params if id(p) in norm_ids], [p for p in params if id(p) not in norm_ids]]
+
+
+def all_params_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
+    """One group of every parameter, frozen ones included: fastai's default `trainable_params` drops frozen ones, so
+    after a callback freezes one mid-fit (the whitening bias), `export`'s optimiser rebuild no longer matches."""
+    return [list(model.parameters())]
+
+
+def group_scaled(sched, scales):
+    "A schedule returning one value per parameter group: `sched(pct) * scale` for each of `scales`."
+    def f(pct): return [sched(pct) * s for s in scales]
+    return f
+
+
+# ---- the whitening stem ---------------------------------------------------------------------------------------
+
+def training_images(dls, n: int) -> torch.Tensor:
+    "The first `n` training images, normalised, without augmentation (fast engine), or from un-shuffled batches."
+    from ..data import NO_AUG
+    from ..data.fast import FastDL
+    dl = dls.train
+    if isinstance(dl, FastDL): dl = dl.new(shuffle=False, drop_last=False, aug=NO_AUG, bs=min(n, 4096))
+    else: dl = dl.new(shuffle=False, drop_last=False)
+    xs, got = [], 0
+    for b in dl:
+        xs.append(b[0].as_subclass(torch.Tensor).float()); got += len(b[0])
+        if got >= n: break
+    return torch.cat(xs)[:n]
+
+
+def init_whitening(model: nn.Module, dls, n_images: int = 5000, eps: float = 5e-4) -> nn.Module:
+    "Set a fastnet's patch-whitening stem from the first `n_images` training images and freeze its weights (airbench)."
+    if not hasattr(model, 'init_whitening'):
+        raise ConfigError(f"speed.whiten needs a model with a whitening stem (a fastnet); {type(model).__name__} has none.")
+    model.init_whitening(training_images(dls, n_images).to(model.whiten.weight.device), eps)
+    model.whiten.weight.requires_grad_(False)
+    return model
+
+
+class WhiteningBias(Callback):
+    """Train the whitening stem's bias for the first `bias_epochs` epochs only, as airbench does. Set in
+    `before_train`, an event that fastai's get_preds/validate never fire."""
+    def __init__(self, bias_epochs: int = 3): self.bias_epochs = bias_epochs
+
+    def before_train(self):
+        model = getattr(self.learn, 'raw_model', self.model)
+        model.whiten.bias.requires_grad_(self.epoch < self.bias_epochs)
+
+
+# ---- lookahead-style weight averaging -----------------------------------------------------------------------------
+
+def lookahead_decay(step: int, total_steps: int, every: int = 5, base: float = 0.95, power: float = 3.) -> float:
+    "airbench's warm-up of the averaging rate: base**every · (step/total)**power, small early, strong at the end."
+    return base ** every * (step / total_steps) ** power
+
+
+@torch.no_grad()
+def lookahead_update(avg: dict, model: nn.Module, decay: float):
+    "avg ← decay·avg + (1-decay)·weights, then weights ← avg (floating-point tensors, buffers included)."
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            avg[k].lerp_(v, 1 - decay)
+            v.copy_(avg[k])
+
+
+class Lookahead(Callback):
+    "Every `every` steps from epoch `start`, average the weights into a slow copy and copy it back; once more each epoch end."
+    order = Recorder.order + 2
+
+    def __init__(self, start_epoch: int = 3, every: int = 5, base: float = 0.95, power: float = 3.):
+        self.start_epoch, self.every, self.base, self.power = start_epoch, every, base, power
+
+    def before_fit(self): self.avg, self.total = None, self.n_epoch * len(self.dls.train)
+
+    def before_train(self):
+        # The slow copy starts at an epoch boundary (airbench: at the first update step of that epoch), where it always
+        # equals the weights: so a run resumed at any later epoch rebuilds exactly the same state.
+        if self.avg is None and self.epoch >= self.start_epoch:
+            self.avg = {k: v.detach().clone() for k, v in self._model().state_dict().items()}
+
+    def after_batch(self):
+        step = self.epoch * self.n_iter + self.iter + 1  # not fastai's train_iter: it restarts at 0 on a resumed fit
+        if not self.training or self.avg is None or step % self.every: return
+        lookahead_update(self.avg, self._model(), lookahead_decay(step, self.total, self.every, self.base, self.power))
+
+    def _model(self): return getattr(self.learn, 'raw_model', self.model)
+
+    def after_train(self):
+        if self.avg is not None: lookahead_update(self.avg, self._model(), 1.)
+
+
+# ---- fewer host syncs -----------------------------------------------------------------------------------------
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's smoothed loss kept on the training device (fastai moves each batch's loss to the CPU: a sync)."
+    def accumulate(self, learn):
+        self.count += 1
+        self.val = torch.lerp(learn.loss.detach().mean(), self.val.to(learn.loss.device), self.beta)
+
+
+class DeviceAvgLoss(AvgLoss):
+    "fastai's average validation loss, accumulated on the device."
+    def accumulate(self, learn):
+        bs = len(learn.yb[0])
+        self.total = self.total + learn.loss.detach().mean() * bs
+        self.count += bs
+
+
+class DeviceAccuracy(Metric):
+    "Accuracy counted on the device, read once at epoch end; the same value as fastai's `accuracy`."
+    def reset(self): self.correct, self.count = 0, 0
+    def accumulate(self, learn):
+        self.correct = self.correct + (learn.pred.argmax(dim=-1) == learn.yb[0]).sum()
+        self.count += len(learn.yb[0])
+    @property
+    def value(self): return torch.as_tensor(self.correct, dtype=torch.float32).cpu() / self.count if self.count else None
+    @property
+    def name(self): return 'accuracy'
+
+
+class LazySync(Callback):
+    """Keep the Learner and its callbacks but read the loss back every `every` batches (and at epoch end): fastai's
+    Recorder, AvgLoss and progress bar call .item()/.cpu() on every batch, which stalls the GPU for tiny nets."""
+    order = Recorder.order + 1  # after the Recorder set learn.smooth_loss, before the progress bar reads it (60)
+
+    def __init__(self, every: int = 10): self.every, self.shown = every, float('nan')
+
+    def before_fit(self):
+        rec = self.learn.recorder
+        self.saved = rec.smooth_loss, rec.loss
+        # Through __dict__: these are the Recorder's own fields, but fastai's Callback.__setattr__ would warn that
+        # the Learner has attributes of the same names.
+        rec.__dict__.update(smooth_loss=DeviceSmoothLoss(rec.smooth_loss.beta), loss=DeviceAvgLoss())
+
+    def after_batch(self):
+        if not self.training: return
+        if self.iter % self.every == 0 or self.iter == self.n_iter - 1: self.shown = float(self.learn.smooth_loss)
+        self.learn.smooth_loss = self.shown  # what the progress bar formats: no sync between readings
+
+    def after_fit(self): self.learn.recorder.__dict__.update(zip(('smooth_loss', 'loss'), self.saved))

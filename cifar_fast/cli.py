@@ -1,0 +1,245 @@
+"""`cifar-fast`: parse, call the library, render with rich. No training logic lives here."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .console import RunConsole
+from .errors import CifarFastError
+
+# Outside a terminal rich would wrap at 80 columns; logs read better wide.
+console = Console() if sys.stdout.isatty() else Console(width=150)
+
+
+def cmd_data(args) -> int:
+    "Counts per split and class, image size, source and cache; writes a PNG grid of samples."
+    import time
+
+    from .data import cifar_data
+    from .plots import sample_grid
+    t0 = time.perf_counter()
+    cd = cifar_data(args.data, skip_bad=args.skip_bad)
+    secs = time.perf_counter() - t0
+    a = cd.arrays
+    t = Table(title='CIFAR-10', title_justify='left')
+    t.add_column('class'); t.add_column('train', justify='right'); t.add_column('test', justify='right')
+    for name, ntr, nte in zip(a.classes, a.counts('train'), a.counts('test')): t.add_row(name, f'{ntr:,}', f'{nte:,}')
+    t.add_section()
+    t.add_row('[b]total', f"[b]{len(a.y['train']):,}", f"[b]{len(a.y['test']):,}")
+    console.print(t)
+    shape = a.x['train'].shape[1:]
+    info = Table.grid(padding=(0, 2))
+    for k, v in [('image', f'{shape[1]}×{shape[2]} RGB, uint8'), ('source', str(cd.source)),
+                 ('data root', str(cd.source.root)), ('cache', a.meta.get('cache', '-')),
+                 ('decoded arrays', f"{sum(x.nbytes for x in a.x.values()) / 1e6:.0f} MB"),
+                 ('load time', f"{secs:.2f} s" + (f" (first decode took {a.meta['decode_seconds']} s)"
+                                                  if 'decode_seconds' in a.meta else ''))]:
+        info.add_row(f'[dim]{k}', v)
+    console.print(info)
+    out = sample_grid(a.x['train'], a.y['train'], a.classes, args.out, title='CIFAR-10 training samples')
+    console.print(f'Sample grid written to [bold]{out}[/bold]')
+    return 0
+
+
+def _recipe_from_args(args):
+    "The recipe (from the file, or the script that called us) with --data and overrides applied."
+    from .recipe import apply_overrides, load_recipe, parse_overrides
+    r = args.recipe_obj if args.recipe_obj is not None else None
+    if r is None:
+        if not args.recipe: raise CifarFastError('name a recipe file, e.g. `cifar-fast train recipes/quick.py`.')
+        r = load_recipe(args.recipe)
+    over = parse_overrides(args.extra)
+    if args.data: over['data.source'] = args.data
+    if getattr(args, 'wandb', False): over['wandb.enabled'] = True
+    return apply_overrides(r, over)
+
+
+def _help_fields() -> int:
+    from .recipe import describe_fields
+    t = Table(title='recipe fields (override with --name value)')
+    for c in ('field', 'type', 'default', 'meaning'): t.add_column(c)
+    for row in describe_fields(): t.add_row(*row)
+    console.print(t)
+    return 0
+
+
+def cmd_train(args) -> int:
+    "Train a recipe into a run folder, or resume one."
+    from .train import _interactive, train
+    if args.help_fields: return _help_fields()
+    if args.resume:
+        if args.recipe or args.extra: raise CifarFastError('--resume continues a run exactly as recorded: give no recipe or overrides.')
+        r = None
+    else: r = _recipe_from_args(args)
+    out = RunConsole(terminal=console, echo_epochs=not _interactive())
+    try:
+        res = train(r, resume=args.resume, runs_root=args.runs, log=out, source_file=args.recipe or args.recipe_file)
+        if res.summary.get('state') == 'interrupted':
+            out.print(f"[yellow]Interrupted after {res.summary['epochs_completed']} completed epoch(s).[/yellow] "
+                      f"Resume with: [bold]cifar-fast train --resume {res.run_dir}[/bold]")
+            return 130
+    finally: out.close()
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    "lr_find on exactly the recipe's setup: suggestions table, lr_find.png and lr_find.json."
+    from .train import lr_find
+    r = _recipe_from_args(args)
+    res = lr_find(r, runs_root=args.runs)
+    t = Table(title=f'lr_find — {r.name} ({r.model})', title_justify='left')
+    t.add_column('suggestion'); t.add_column('learning rate', justify='right')
+    for k, v in res['suggestions'].items(): t.add_row(k, f'{v:.3e}')
+    console.print(t)
+    console.print(f"Plot: [bold]{res['out_dir'] / 'lr_find.png'}[/bold]   curve: {res['out_dir'] / 'lr_find.json'}\n"
+                  f"Use one with [bold]cifar-fast train {args.recipe} --lr valley[/bold] (or --lr <number>).")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    "A table of run folders: recipe, model, params, epochs, accuracy, time, state."
+    from .rundir import read_json, run_state
+    root = Path(args.runs)
+    dirs = sorted((d for d in root.iterdir() if (d / 'recipe.json').is_file()), key=lambda d: d.stat().st_mtime) if root.is_dir() else []
+    if not dirs:
+        console.print(f'No runs under {root}/ yet. Start one with [bold]cifar-fast train recipes/quick.py[/bold].')
+        return 0
+    t = Table(title=f'runs in {root}/', title_justify='left')
+    for c in ('run', 'recipe', 'model', 'params', 'epochs', 'accuracy', 'best', 'time', 'state'):
+        t.add_column(c, justify='right' if c in ('params', 'epochs', 'accuracy', 'best', 'time') else 'left')
+    groups = {}
+    for d in dirs:
+        rec = read_json(d / 'recipe.json')['recipe']
+        groups.setdefault(rec.get('wandb', {}).get('name') and None, []).append(d)  # one group until sweeps tag runs
+        state = run_state(d)
+        s = read_json(d / 'summary.json') if state == 'complete' else {}
+        params = read_json(d / 'env.json').get('params') if (d / 'env.json').is_file() else None
+        acc = s.get('test_accuracy_tta') or s.get('test_accuracy')
+        colour = {'complete': 'green', 'interrupted': 'yellow', 'running': 'cyan'}.get(state, 'red')
+        t.add_row(d.name, rec['name'], rec['model'], f'{params / 1e6:.2f}M' if params else '-',
+                  f"{s['epochs']}/{rec['epochs']}" if s else f"-/{rec['epochs']}",
+                  f'{100 * acc:.2f}%' if acc is not None else '-',
+                  f"{100 * s['best_epoch_accuracy']:.2f}%" if s else '-',
+                  f"{s['wall_seconds']:.0f}s" if s else '-', f'[{colour}]{state}[/{colour}]')
+    console.print(t)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    "Recompute a run's test accuracy from its saved weights (optionally with TTA)."
+    from .inference import evaluate_run
+    res = evaluate_run(args.run_dir, tta=args.tta_level, data=args.data, trust_pickle=args.trust_pickle,
+                       weights=args.weights)
+    tta = f' with TTA level {res["tta"]}' if res['tta'] else ''
+    console.print(f"{res['recipe']} ({res['model']}, {res['weights']} weights): test accuracy "
+                  f"[bold green]{100 * res['accuracy']:.2f}%[/bold green]{tta}, loss {res['loss']:.4f} on {res['n']:,} images")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    "Class and probability for each image."
+    from .inference import predict_images
+    t = Table(title='predictions', title_justify='left')
+    for c in ('image', 'class', 'probability', 'runners-up'): t.add_column(c)
+    for p in predict_images(args.run_dir, args.images, trust_pickle=args.trust_pickle):
+        t.add_row(p['image'], f"[bold]{p['label']}[/bold]", f"{100 * p['prob']:.1f}%",
+                  ', '.join(f'{c} {100 * v:.1f}%' for c, v in p['top'][1:]))
+    console.print(t)
+    return 0
+
+
+def cmd_models(args) -> int:
+    "The model zoo: name, family, parameters, MACs, source, and whether it fits a parameter budget."
+    from .models import models_table
+    t = Table(title='cifar_fast models (plus any timm model as timm/<name>)', title_justify='left')
+    for c in ('name', 'family', 'params', 'MACs (32×32)', f'≤ {args.budget / 1e6:g}M', 'source'):
+        t.add_column(c, justify='right' if c in ('params', 'MACs (32×32)') else 'left')
+    for row in models_table():
+        fits = row['params'] <= args.budget
+        t.add_row(row['name'], row['family'], f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:,.0f}M",
+                  '[green]yes[/green]' if fits else '[dim]no[/dim]', row['source'])
+    console.print(t)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='cifar-fast', description='Fast, honest CIFAR-10 training on fastai.', allow_abbrev=False)
+    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    d = sub.add_parser('data', help='show what CIFAR-10 source is used, its counts, and a grid of samples')
+    d.add_argument('--data', help='folder, archive or torchvision pickles (default: $CIFAR_FAST_DATA, then download)')
+    d.add_argument('--out', default='cifar10-samples.png', help='where to write the sample grid PNG')
+    d.add_argument('--skip-bad', action='store_true', help='skip unreadable or non-32×32 files instead of failing')
+    d.set_defaults(func=cmd_data)
+
+    for name, func, hlp in (('train', cmd_train, 'train a recipe (overrides: --field value, e.g. --epochs 30 --data.batch_size 256)'),
+                            ('lr-find', cmd_lr_find, "run fastai's lr_find on a recipe's exact setup")):
+        t = sub.add_parser(name, help=hlp, description=hlp, allow_abbrev=False,
+                           usage=f'cifar-fast {name} RECIPE [options] [--field value ...]')
+        t.add_argument('--data', help='dataset path (same as --data.source)')
+        t.add_argument('--runs', default='runs', help='folder that holds run folders (default: runs)')
+        if name == 'train':
+            t.add_argument('--resume', metavar='RUN_DIR', help='continue an interrupted run from its last completed epoch')
+            t.add_argument('--wandb', action='store_true', help='log to Weights & Biases (same as --wandb.enabled true)')
+            t.add_argument('--help-fields', action='store_true', help='list every recipe field you can override')
+        t.set_defaults(func=func, accepts_overrides=True)
+
+    r = sub.add_parser('runs', help='list run folders with their results')
+    r.add_argument('--runs', default='runs', help='folder that holds run folders (default: runs)')
+    r.set_defaults(func=cmd_runs)
+
+    for name, func, hlp in (('evaluate', cmd_evaluate, "recompute a run's test accuracy from model.pth"),
+                            ('predict', cmd_predict, 'classify image files with a trained run')):
+        e = sub.add_parser(name, help=hlp, description=hlp)
+        e.add_argument('run_dir', help='a run folder, e.g. runs/quick-20260101-120000')
+        if name == 'predict': e.add_argument('images', nargs='+', help='image files (32×32 RGB)')
+        else:
+            e.add_argument('--tta', dest='tta_level', type=int, nargs='?', const=1, default=0, choices=(0, 1, 2),
+                           help='test-time augmentation: --tta (flip) or --tta 2 (flip × ±1-px translate)')
+            e.add_argument('--weights', default='selected', choices=('selected', 'best', 'last'))
+            e.add_argument('--data', help="dataset path, if not the run's recorded source")
+        e.add_argument('--trust-pickle', action='store_true',
+                       help='load export.pkl (a pickle: it can run arbitrary code) instead of model.pth + recipe.json')
+        e.set_defaults(func=func)
+
+    m = sub.add_parser('models', help='list the model zoo with parameter counts and MACs')
+    m.add_argument('--budget', type=float, default=5e6, help='parameter budget to check (default 5e6)')
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv=None, recipe=None, recipe_file=None) -> int:
+    "Entry point of the `cifar-fast` console script; recipe scripts pass their `recipe` object."
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The recipe path is taken by hand: an optional positional would swallow the value of an override (`--epochs 3`).
+    recipe_path = None
+    if argv[:1] in (['train'], ['lr-find']) and len(argv) > 1 and not argv[1].startswith('-'): recipe_path = argv.pop(1)
+    args, extra = parser.parse_known_args(argv)
+    args.recipe, args.recipe_obj, args.recipe_file = recipe_path, recipe, recipe_file
+    if extra and not getattr(args, 'accepts_overrides', False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    try: return args.func(args) or 0
+    except CifarFastError as e:
+        console.print(f'[bold red]error:[/bold red] {e}', highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print('[yellow]interrupted[/yellow]')
+        return 130
+
+
+def run_script(recipe, argv=None, recipe_file=None) -> None:
+    "What a recipe file runs as a script: `python recipes/x.py --epochs 3` == `cifar-fast train recipes/x.py --epochs 3`."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = 'lr-find' if argv[:1] == ['lr-find'] else 'train'
+    if argv[:1] in (['lr-find'], ['train']): argv = argv[1:]
+    sys.exit(main([command, *argv], recipe=recipe, recipe_file=recipe_file))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""How a run reads: one-line events and the closing summary table, rendered with rich for terminal and log file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+class RunConsole:
+    """Renders a run's events ('start', 'lr_find', 'epoch', 'end') with rich: into the run folder's console.log
+    always, and onto `terminal` when given (per-epoch lines only with `echo_epochs`, i.e. when fastai's own
+    progress bar is not showing them)."""
+    def __init__(self, terminal: Console | None = None, echo_epochs: bool = True):
+        self.terminal, self.echo_epochs, self.file = terminal, echo_epochs, None
+
+    def print(self, *objs, terminal: bool = True):
+        if terminal and self.terminal: self.terminal.print(*objs, soft_wrap=True)
+        if self.file: self.file.print(*objs, soft_wrap=True)
+
+    def open(self, run_dir: Path):
+        "Append to run_dir/console.log (a resumed run continues the same log)."
+        self.close()
+        self.file = Console(file=open(Path(run_dir) / 'console.log', 'a', buffering=1), width=110, no_color=True,
+                            force_terminal=False)
+
+    def __call__(self, kind: str, p: dict):
+        if kind == 'start':
+            if self.file is None: self.open(p['run_dir'])
+            r = p['recipe']
+            how = f"resuming at epoch {p['resumed_from']}" if p['resumed_from'] is not None else 'new run'
+            self.print(f"[bold]{r.name}[/bold]: {r.model} ({p['params'] / 1e6:.2f}M params), {r.epochs} epochs, "
+                       f"{r.schedule} lr={r.lr}, bs={r.data.batch_size}, {p['device']} {p['precision']}, seed {r.seed}"
+                       f" — {how} in [cyan]{p['run_dir']}[/cyan]")
+        elif kind == 'lr_find':
+            sugg = ', '.join(f'{k} {v:.2e}' for k, v in p.items() if k in ('valley', 'slide', 'minimum', 'steep'))
+            self.print(f"lr_find: {sugg} → using {p['chosen']} = [bold]{p['lr']:.3e}[/bold]")
+        elif kind == 'epoch':
+            self.print(f"epoch {p['epoch'] + 1:>3}/{p['n_epoch']}  train_loss {p['train_loss']:.4f}  valid_loss "
+                       f"{p['valid_loss']:.4f}  accuracy {100 * p['accuracy']:6.2f}%  lr {p['lr']:.2e}  {p['seconds']:.1f}s",
+                       terminal=self.echo_epochs)
+        elif kind == 'end':
+            self.print(summary_table(p))
+
+    def close(self):
+        if self.file: self.file.file.close(); self.file = None
+
+
+def summary_table(s: dict) -> Table:
+    "The closing table of a run."
+    t = Table(title=f"{s['recipe']} — {s['model']}", title_justify='left', show_header=False)
+    t.add_column(style='dim'); t.add_column(justify='right')
+    acc = f"{100 * s['test_accuracy']:.2f}%"
+    rows = [('test accuracy', f'[bold green]{acc}[/bold green] ({s["checkpoint"]} weights, {s["n_test"]:,} images)')]
+    if s.get('test_accuracy_tta') is not None:
+        rows.append((f"with TTA (level {s['tta_level']})", f"{100 * s['test_accuracy_tta']:.2f}%"))
+    rows += [('best epoch', f"{s['best_epoch'] + 1} ({100 * s['best_epoch_accuracy']:.2f}%)"),
+             ('epochs', f"{s['epochs']}/{s['epochs_planned']}" + (' (stopped early)' if s['stopped_early'] else '')),
+             ('parameters', f"{s['params']:,}"), ('wall time', f"{s['wall_seconds']:.1f} s"),
+             ('training', f"{s['train_images_per_sec']:,.0f} images/s ({s['precision']})")]
+    if s.get('compile_seconds'): rows.append(('compile', f"{s['compile_seconds']:.1f} s"))
+    rows.append(('run folder', str(s['run_dir'])))
+    for k, v in rows: t.add_row(k, v)
+    return t

@@ -1,0 +1,132 @@
+"""The run folder: every file written atomically (temporary file renamed into place), so a half-written file never
+looks complete. `summary.json` is written last; a folder without one is not a finished run (`status.json` says why)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import ConfigError
+
+METRIC_COLUMNS = ('epoch', 'train_loss', 'valid_loss', 'accuracy', 'lr', 'seconds')
+RUNS_DIR = Path('runs')
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    "Write `data` to a temporary sibling, fsync it, and rename it over `path`."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    with open(tmp, 'wb') as f:
+        f.write(data); f.flush(); os.fsync(f.fileno())
+    tmp.replace(path)
+    return path
+
+
+def write_json(path: Path, obj) -> Path:
+    "Atomic, sorted, indented JSON."
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n').encode())
+
+
+def read_json(path: Path) -> dict: return json.loads(Path(path).read_text())
+
+
+def torch_save(obj, path: Path) -> Path:
+    "Atomic `torch.save`."
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_metrics(path: Path, rows: list[dict]) -> Path:
+    "The whole metrics.csv, rewritten atomically each epoch (small; and exact after a resume)."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator='\n')
+    w.writeheader()
+    for r in rows: w.writerow({k: r[k] for k in METRIC_COLUMNS})
+    return atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: (int(v) if k == 'epoch' else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def new_run_dir(name: str, root: Path = RUNS_DIR) -> Path:
+    "runs/<name>-<YYYYmmdd-HHMMSS>, with a numeric suffix if that second is taken."
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for i in range(1000):
+        d = Path(root) / (f'{name}-{stamp}' + (f'-{i}' if i else ''))
+        try: d.mkdir(parents=True); return d
+        except FileExistsError: continue
+    raise RuntimeError(f'could not create a run folder under {root}')
+
+
+def set_status(run_dir: Path, state: str, **info) -> None:
+    "running | complete | interrupted | diverged | failed, with details (epoch reached, message, how to resume)."
+    write_json(Path(run_dir) / 'status.json', dict(state=state, time=time.strftime('%Y-%m-%dT%H:%M:%S'), **info))
+
+
+def run_state(run_dir: Path) -> str:
+    "'complete' only when summary.json exists; else what status.json says, or 'unknown'."
+    d = Path(run_dir)
+    if (d / 'summary.json').is_file(): return 'complete'
+    try: return read_json(d / 'status.json')['state']
+    except (OSError, ValueError, KeyError): return 'unknown'
+
+
+def check_run_dir(run_dir: str | Path, need=('recipe.json',)) -> Path:
+    "A run folder that exists and holds `need`, or a ConfigError saying what is missing."
+    d = Path(run_dir)
+    if not d.is_dir(): raise ConfigError(f"run folder {d} does not exist (see `cifar-fast runs`).")
+    missing = [n for n in need if not (d / n).is_file()]
+    if missing: raise ConfigError(f"run folder {d} has no {', '.join(missing)}; "
+                                  f"it is not a cifar_fast run, or it did not get that far (state: {run_state(d)}).")
+    return d
+
+
+def cpu_model() -> str:
+    "The CPU's model name from /proc/cpuinfo (Linux) or platform.processor()."
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or 'unknown'
+
+
+def git_info(path: Path) -> dict:
+    "Commit and dirty flag of the repository holding `path`, when there is one."
+    def git(*a):
+        return subprocess.run(['git', *a], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        commit = git('rev-parse', 'HEAD')
+        return dict(commit=commit or None, dirty=bool(git('status', '--porcelain', '--untracked-files=no')) if commit else None)
+    except (OSError, subprocess.SubprocessError): return dict(commit=None, dirty=None)
+
+
+def environment(device, precision: str, seed: int, extra: dict | None = None) -> dict:
+    "Versions, device, CPU, precision, seed, git state and command line: what env.json records."
+    import fastai
+    import timm
+    import torch
+    try:
+        import wandb
+        wandb_version = wandb.__version__
+    except Exception: wandb_version = None
+    dev = torch.device(device)
+    env = dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__,
+               timm=timm.__version__, wandb=wandb_version, platform=platform.platform(), cpu=cpu_model(),
+               cpu_threads=torch.get_num_threads(), device=str(dev),
+               gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None,
+               cpu_bf16_native=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+               precision=precision, seed=seed, command=' '.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+               cwd=os.getcwd(), git=git_info(Path(__file__).resolve().parent))
+    env.update(extra or {})
+    return env

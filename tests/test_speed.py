@@ -1,0 +1,127 @@
+"""airbench's techniques as pure functions and thin callbacks: whitening, TTA, lookahead, decoupled hyperparameters,
+the BatchNorm-bias lr, fewer host syncs; and every speed recipe runs a short epoch."""
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_fast.callback.speed import (decoupled_hypers, lookahead_decay, lookahead_update, norm_bias_splitter,
+                                       training_images)
+from cifar_fast.models.fastnet import whitening_weights
+from cifar_fast.recipe import DataConfig, Recipe, SpeedConfig, load_recipe
+from cifar_fast.train import build_dls, build_learner, train
+from cifar_fast.tta import TTAModel, tta_views, view
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_whitening_weights_are_the_patch_covariance_eigendecomposition():
+    x = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * torch.tensor([1., 2., .5]).view(1, 3, 1, 1)
+    w = whitening_weights(x, eps=1e-6)
+    patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+    cov = patches.T @ patches / len(patches)
+    val, vec = torch.linalg.eigh(cov)
+    ref = (vec / torch.sqrt(val + 1e-6)).T.flip(0).reshape(12, 3, 2, 2)
+    first = w[:12].double()
+    assert w.shape == (24, 3, 2, 2) and torch.allclose(w[12:], -w[:12])
+    for a, b in zip(first, ref): assert torch.allclose(a, b, atol=1e-4) or torch.allclose(a, -b, atol=1e-4)  # sign is free
+    out = torch.nn.functional.conv2d(x.double(), first)  # the whitened patches have identity covariance
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    assert torch.allclose(flat.T @ flat / len(flat), torch.eye(12, dtype=torch.float64), atol=1e-3)
+
+
+def test_tta_is_the_weighted_sum_of_the_views():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        assert torch.allclose(TTAModel(model, 1)(x), 0.5 * model(x) + 0.5 * model(x.flip(-1)), atol=1e-6)
+        pad = nn.functional.pad(x, (1, 1, 1, 1), mode='reflect')
+        up, down = pad[:, :, 0:32, 0:32], pad[:, :, 2:34, 2:34]  # airbench's two one-pixel translations
+        mirror = lambda t: 0.5 * model(t) + 0.5 * model(t.flip(-1))
+        ref = 0.5 * mirror(x) + 0.25 * mirror(up) + 0.25 * mirror(down)
+        assert torch.allclose(TTAModel(model, 2)(x), ref, atol=1e-5)
+    assert sum(w for *_, w in tta_views(2)) == pytest.approx(1.0)
+    assert torch.equal(view(x, (-1, -1), False), up)
+
+
+def test_lookahead_update_and_decay_schedule():
+    model = nn.Linear(3, 2)
+    avg = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    w = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead_update(avg, model, decay=0.75)
+    for k, v in model.state_dict().items():
+        assert torch.allclose(avg[k], 0.25 * w[k]) and torch.equal(v, avg[k])  # averaged, then copied back
+    assert lookahead_decay(50, 100, every=5, base=0.95, power=3) == pytest.approx(0.95 ** 5 * 0.5 ** 3)
+    assert lookahead_decay(100, 100) == pytest.approx(0.95 ** 5)
+
+
+def test_decoupled_hypers_match_airbench_formulas():
+    lr, wd = decoupled_hypers(11.5, 0.0153, 0.85, 1024, reduction='sum')
+    kilostep = 1024 * (1 + 1 / 0.15)
+    assert lr == pytest.approx(11.5 / kilostep) and lr * wd == pytest.approx(0.0153 * 1024 / kilostep)
+    lr_mean, wd_mean = decoupled_hypers(11.5, 0.0153, 0.85, 512)
+    assert lr_mean == pytest.approx(512 * 11.5 / kilostep)  # a mean loss needs the batch size put back
+    assert lr_mean * wd_mean == pytest.approx(0.0153 * 512 / kilostep)  # same decay per step either way
+
+
+@pytest.fixture
+def fast_recipe(synthetic):
+    return Recipe(name='s', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=3, lr=0.02, seed=0,
+                  data=DataConfig(source=str(synthetic), batch_size=32))
+
+
+def test_bias_lr_scale_puts_norm_biases_in_their_own_group(fast_recipe, tmp_path):
+    r = fast_recipe.replace(speed=SpeedConfig(bias_lr_scale=64), epochs=1)
+    groups = norm_bias_splitter(build_learner(r, build_dls(r, 'cpu'), tmp_path, 'fp32').model)
+    assert groups[0] and all(p.ndim == 1 for p in groups[0]) and len(groups[0]) + len(groups[1]) > len(groups[0])
+    res = train(r, runs_root=tmp_path)
+    hy = res.learn.opt.hypers
+    assert hy[0]['lr'] == pytest.approx(64 * hy[1]['lr']) and hy[0]['wd'] == pytest.approx(hy[1]['wd'] / 64)
+
+
+def test_whitening_init_is_frozen_and_its_bias_trains_only_first_epochs(fast_recipe, tmp_path):
+    r = fast_recipe.replace(speed=SpeedConfig(whiten=True, whiten_bias_epochs=1), epochs=2)
+    res = train(r, runs_root=tmp_path)
+    stem = res.learn.raw_model.whiten
+    expected = whitening_weights(training_images(res.learn.dls, 5000))
+    assert torch.allclose(stem.weight, expected, atol=1e-5)  # set from the data, then never trained
+    assert not stem.weight.requires_grad and not stem.bias.requires_grad  # bias frozen after epoch 1
+
+
+def test_lazy_sync_gives_the_same_epoch_metrics(fast_recipe, tmp_path):
+    def rows(r, d):
+        train(r, runs_root=d)
+        with open(next(d.iterdir()) / 'metrics.csv') as f:
+            return [{k: v for k, v in row.items() if k != 'seconds'} for row in csv.DictReader(f)]
+    assert rows(fast_recipe, tmp_path / 'a') == rows(fast_recipe.replace(speed=SpeedConfig(sync_every=4)), tmp_path / 'b')
+
+
+def test_lookahead_run_and_resume_match(fast_recipe, tmp_path):
+    import os
+    import signal
+
+    from fastai.callback.core import Callback
+
+    class Cut(Callback):
+        def after_batch(self):
+            if self.training and self.epoch == 2 and self.iter == 0: os.kill(os.getpid(), signal.SIGINT)
+    r = fast_recipe.replace(epochs=4, speed=SpeedConfig(lookahead=True, lookahead_start=1, lookahead_every=2))
+    full = train(r, runs_root=tmp_path / 'full').run_dir
+    cut = train(r, runs_root=tmp_path / 'cut', extra_cbs=[Cut()]).run_dir
+    train(None, resume=cut)
+    a, b = (torch.load(d / 'model.pth', weights_only=True)['last'] for d in (full, cut))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize('name', ['quick', 'speed94', 'speed95'])
+def test_speed_recipes_run_a_short_epoch(name, synthetic, tmp_path):
+    r = load_recipe(ROOT / 'recipes' / f'{name}.py')
+    r = r.replace(epochs=1, tta=1, data=DataConfig(**{**r.data.__dict__, 'source': str(synthetic), 'batch_size': 64,
+                                                       'val_batch_size': 100}))
+    if name != 'quick': r = r.replace(model_kwargs=dict(widths=[16, 32, 32]))  # the full nets are slow on this CPU
+    s = train(r, runs_root=tmp_path).summary
+    assert s['epochs'] == 1 and s['test_accuracy_tta'] is not None
