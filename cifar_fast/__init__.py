@@ -13,7 +13,8 @@ __version__ = '0.1.0'
 _LAZY = {'train': 'train', 'lr_find': 'train', 'RunResult': 'train', 'build_dls': 'train', 'build_learner': 'train',
          'cifar_dls': 'data', 'cifar_data': 'data', 'Augment': 'data', 'make_synthetic_cifar': 'data',
          'create_model': 'models', 'list_models': 'models', 'model_info': 'models', 'register_model': 'models',
-         'run_script': 'cli'}
+         'interpret_run': 'interpret', 'interpret_learner': 'interpret', 'evaluate_run': 'inference',
+         'predict_images': 'inference', 'load_run': 'inference', 'run_script': 'cli'}
 
 
 def __getattr__(name):

@@ -152,6 +152,22 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_interpret(args) -> int:
+    "Confusion matrix, per-class scores, most-confused pairs, top losses and calibration for a run, as files and tables."
+    from .interpret import confusion_table, interpret_run, per_class_table
+    with console.status(f'Predicting the {args.split} split…'):
+        res = interpret_run(args.run_dir, split=args.split, top_losses=args.top_losses, tta=args.tta_level,
+                            trust_pickle=args.trust_pickle, subset=args.subset, data=args.data)
+    console.print(confusion_table(res))
+    console.print(per_class_table(res))
+    pairs = ', '.join(f'{a} → {p} ({n})' for a, p, n in res.most_confused()[:5])
+    console.print(f"accuracy [bold]{100 * res.accuracy:.2f}%[/bold] on {len(res.targs):,} {args.split} images, "
+                  f"ECE {res.ece:.4f}; most confused: {pairs}")
+    out = Path(next(iter(res.files.values()))).parent if res.files else None
+    console.print(f'Files in [bold]{out}[/bold]: ' + ', '.join(Path(f).name for f in res.files.values()))
+    return 0
+
+
 def cmd_models(args) -> int:
     "The model zoo: name, family, parameters, MACs, source, and whether it fits a parameter budget."
     from .models import models_table
@@ -205,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument('--trust-pickle', action='store_true',
                        help='load export.pkl (a pickle: it can run arbitrary code) instead of model.pth + recipe.json')
         e.set_defaults(func=func)
+
+    i = sub.add_parser('interpret', help='confusion matrix, per-class scores, top losses and calibration of a run')
+    i.add_argument('run_dir', help='a run folder')
+    i.add_argument('--split', default='test', help="'test' (default) or 'train' (without augmentation)")
+    i.add_argument('--top-losses', type=int, default=16, help='images in the top-losses grid (default 16)')
+    i.add_argument('--tta', dest='tta_level', type=int, nargs='?', const=1, default=0, choices=(0, 1, 2),
+                   help='test-time augmentation: --tta (flip) or --tta 2')
+    i.add_argument('--subset', type=int, help='a stratified, fixed subset of this many images')
+    i.add_argument('--data', help="dataset path, if not the run's recorded source")
+    i.add_argument('--trust-pickle', action='store_true', help='load export.pkl instead of model.pth + recipe.json')
+    i.set_defaults(func=cmd_interpret)
 
     m = sub.add_parser('models', help='list the model zoo with parameter counts and MACs')
     m.add_argument('--budget', type=float, default=5e6, help='parameter budget to check (default 5e6)')
