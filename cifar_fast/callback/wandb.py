@@ -1,0 +1,274 @@
+"""Weights & Biases logging for a training run: a thin fastai callback of our own.
+
+Why not fastai's `WandbCallback` (fastai 2.8.12): with wandb 0.31 it fails in `before_fit` ("vars() argument must
+have __dict__ attribute", fastai #4173); it counts W&B steps itself, so a resumed run hits "step must only increase"
+and points are dropped (#3066/#3068); it breaks under distributed training (#3291, PR #3678); every run's model
+artifact gets the same name; and it logs no confusion matrix. This one:
+- logs on rank 0 only, on W&B's own step counter, with `train/step` and `epoch` as x-axes computed from the loop's
+  position (epoch × batches + batch), so a resumed run continues its curves instead of rewinding them;
+- keeps the run id in RUN_DIR/wandb.json, so `train(None, resume=RUN_DIR)` continues the same W&B run;
+- works offline: files under RUN_DIR/wandb/ and the `wandb sync` command printed at the end;
+- never lets a W&B error into fastai's loop: the first one is a single `WandbWarning`, W&B is off for the rest
+  of the run, and training and the run folder carry on without it.
+"""
+from __future__ import annotations
+
+import configparser
+import contextlib
+import functools
+import netrc
+import os
+import re
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.learner import Recorder
+from fastai.torch_core import rank_distrib
+from rich.console import Console
+from rich.text import Text
+
+from ..recipe import Recipe, recipe_hash, to_dict
+from ..rundir import read_json, write_json
+
+MIN_WANDB = '0.24.0'  # must be newer: 0.24.0 could fail to upload without saying so (STACK_NOTES, W&B section)
+# Training steps per flush: one host transfer for 25 losses instead of a sync per batch on a GPU; about 4 flushes per
+# epoch at CIFAR's 98 steps of 512, so live charts lag by a fraction of an epoch.
+LOG_EVERY = 25
+PROBE_TIMEOUT = 3.0  # seconds 'auto' waits for the server: a choice, small next to a run; no network fails in ~0.05 s
+
+
+class WandbWarning(UserWarning):
+    "W&B could not be used; the run goes on without it."
+
+
+# ---- mode, names, tags ----------------------------------------------------------------------------------------
+
+def base_url() -> str:
+    "The W&B server: WANDB_BASE_URL, else the one `wandb login --host` saved in the settings file, else wandb.ai."
+    if os.environ.get('WANDB_BASE_URL'): return os.environ['WANDB_BASE_URL']
+    ini = configparser.ConfigParser()
+    with contextlib.suppress(OSError, configparser.Error):
+        ini.read(Path(os.environ.get('WANDB_CONFIG_DIR') or '~/.config/wandb').expanduser() / 'settings')
+    return ini.get('default', 'base_url', fallback='https://api.wandb.ai')
+
+
+def has_api_key(url: str | None = None) -> bool:
+    "An API key in the environment, or in the netrc file for the W&B host (where `wandb login` stores it)."
+    if os.environ.get('WANDB_API_KEY') or os.environ.get('WANDB_IDENTITY_TOKEN_FILE'): return True
+    path = Path(os.environ.get('NETRC') or '~/.netrc').expanduser()
+    host = urllib.parse.urlparse(url or base_url()).hostname
+    try: return path.is_file() and netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError): return False
+
+
+def server_answers(url: str | None = None, timeout: float = PROBE_TIMEOUT) -> bool:
+    "Does the W&B server answer HTTP within `timeout` seconds (any status: it is up)?"
+    try: urllib.request.urlopen((url or base_url()).rstrip('/') + '/healthz', timeout=timeout).close()
+    except urllib.error.HTTPError: return True
+    except (OSError, ValueError): return False
+    return True
+
+
+def resolve_mode(mode: str) -> str:
+    "'online', 'offline' or 'disabled': 'auto' is online only with an API key and a server that answers."
+    if mode != 'auto': return mode
+    env = os.environ.get('WANDB_MODE', '').lower()  # the user's own `wandb offline`/WANDB_MODE wins over 'auto'
+    if env in ('offline', 'dryrun', 'disabled'): return 'disabled' if env == 'disabled' else 'offline'
+    return 'online' if has_api_key() and server_answers() else 'offline'
+
+
+def run_name(r: Recipe) -> str: return r.wandb.name or f'{r.name}-{r.model}-s{r.seed}'
+def run_tags(r: Recipe) -> list[str]: return list(dict.fromkeys([r.name, r.model, f'seed:{r.seed}', *r.wandb.tags]))
+def _new_id() -> str: return secrets.token_hex(4)  # W&B run ids are [a-z0-9]; 8 characters as wandb's own
+
+
+def _hwc(x) -> np.ndarray:
+    "A dataset item's image as HWC uint8: a uint8 CHW tensor (fast engine) or a PIL image (DataBlock engine)."
+    if isinstance(x, torch.Tensor): return x.detach().cpu().as_subclass(torch.Tensor).permute(1, 2, 0).numpy()
+    return np.asarray(x)
+
+
+def _guarded(what: str):
+    "Run the method only while W&B is live; its first exception becomes one warning and turns W&B off."
+    def deco(f):
+        @functools.wraps(f)
+        def inner(self, *args, **kwargs):
+            if not self.active: return None
+            try: return f(self, *args, **kwargs)
+            except Exception as e: self._fail(what, e)  # never into fastai's loop: it would end the training
+        return inner
+    return deco
+
+
+# ---- the callback ---------------------------------------------------------------------------------------------
+
+class WandbCallback(Callback):
+    "Log a run to W&B: config, per-step loss/lr/momentum, per-epoch metrics, final evaluation and the model."
+    order = Recorder.order + 1  # after the Recorder: read its smoothed loss and the epoch's final record
+    run_valid = False  # per-batch logging is for training batches only
+
+    def __init__(self, r: Recipe, run_dir: Path, n_params: int, log=None):
+        self.r, self.cfg, self.run_dir, self.n_params, self.console = r, r.wandb, Path(run_dir), n_params, log
+        self.wb, self.wandb, self.mode, self.failed, self.buf, self._env = None, None, None, False, [], []
+        self.active = rank_distrib() == 0 and self.cfg.mode != 'disabled' and self._import()
+
+    def _import(self) -> bool:
+        "Import wandb if it is newer than MIN_WANDB; else one warning."
+        try:
+            import wandb
+            from packaging.version import Version
+        except Exception as e: self._fail('import', e); return False
+        if Version(wandb.__version__) > Version(MIN_WANDB): self.wandb = wandb; return True
+        warnings.warn(f"wandb {wandb.__version__} is too old: cifar_fast needs wandb newer than {MIN_WANDB} (which "
+                      f"could fail to upload silently). Run `pip install -U wandb`; this run trains without W&B.",
+                      WandbWarning, stacklevel=3)
+        return False
+
+    def _fail(self, what: str, e: BaseException):
+        "One warning naming the failure, then W&B stays off for the rest of the run."
+        if not self.failed:
+            warnings.warn(f"W&B {what} failed ({type(e).__name__}: {e}); W&B logging is off for the rest of this run. "
+                          f"Training continues and the run folder {self.run_dir} is complete without it.",
+                          WandbWarning, stacklevel=3)
+        self.failed, self.active = True, False
+
+    @_guarded('init')
+    def before_fit(self):
+        self.run = not hasattr(self.learn, 'lr_finder')  # fastai's switch: skip every event of an lr_find
+        if self.run and self.wb is None: self._init()
+
+    def _init(self):
+        "Start the W&B run, or continue the one RUN_DIR/wandb.json names (a resumed run)."
+        self.mode = resolve_mode(self.cfg.mode)
+        if self.mode == 'disabled': self.active = False; return
+        saved = self.run_dir / 'wandb.json'
+        run_id = (read_json(saved) if saved.is_file() else {}).get('id') or os.environ.get('WANDB_RUN_ID') or _new_id()
+        write_json(saved, dict(id=run_id, project=self.cfg.project, entity=self.cfg.entity, mode=self.mode))
+        # Staged artifacts and wandb-core's logs default to the home folder; keep them with the run (until close:
+        # the environment is the process's, and the next run in this process has its own folder).
+        for var, sub in (('WANDB_DATA_DIR', 'data'), ('WANDB_CACHE_DIR', 'cache')):
+            if not os.environ.get(var): os.environ[var] = str(self.run_dir / 'wandb' / sub); self._env.append(var)
+        env_file = self.run_dir / 'env.json'
+        config = dict(to_dict(self.r), recipe_hash=recipe_hash(self.r), params=self.n_params,
+                      env=read_json(env_file) if env_file.is_file() else {})
+        # `dir` always explicit: wandb keeps the WANDB_DIR it saw at its first init in this process.
+        self.wb = wb = self.wandb.init(
+            project=self.cfg.project, entity=self.cfg.entity, id=run_id, resume='allow', mode=self.mode,
+            dir=os.environ.get('WANDB_DIR') or self.run_dir, name=run_name(self.r), group=self.r.name,
+            tags=run_tags(self.r), job_type='train', config=config, reinit='create_new')
+        wb.define_metric('train/step'); wb.define_metric('train/*', step_metric='train/step')
+        wb.define_metric('epoch')
+        for pattern in ('valid/*', 'epoch/*'): wb.define_metric(pattern, step_metric='epoch')
+
+    def before_epoch(self): self.t_epoch, self.skipped, self.n_seen = time.perf_counter(), False, 0
+    def before_train(self): self.t_train = time.perf_counter()
+    def after_train(self): self.dt_train = time.perf_counter() - self.t_train
+    def after_cancel_epoch(self): self.skipped = True  # fastai's SkipToEpoch when resuming: nothing to log
+
+    @_guarded('logging')
+    def after_batch(self):
+        self.n_seen += len(self.yb[0])
+        h = self.opt.hypers[-1]
+        step = self.epoch * self.n_iter + self.iter + 1  # from the loop's position: continues across a resume
+        # Tensors, not floats: the Recorder keeps its losses on the device, and .item() here would sync each batch.
+        self.buf.append((step, step / self.n_iter, self.learn.loss.detach(), torch.as_tensor(self.smooth_loss),
+                         h['lr'], h.get('mom')))
+        if len(self.buf) >= LOG_EVERY: self._flush()
+
+    def _flush(self):
+        "Log the buffered training steps, moving all their losses to the host at once."
+        if not self.buf: return
+        buf, self.buf = self.buf, []
+        losses = torch.stack([torch.stack([l.float().mean(), s.float().reshape(())]).as_subclass(torch.Tensor)
+                              for _, _, l, s, _, _ in buf]).tolist()
+        for (step, ep, _, _, lr, mom), (loss, smooth) in zip(buf, losses):
+            row = {'train/step': step, 'train/epoch': ep, 'train/loss': loss, 'train/smooth_loss': smooth,
+                   'train/lr': lr, **({} if mom is None else {'train/mom': mom})}
+            self.wb.log(row)
+
+    @_guarded('logging')
+    def after_epoch(self):
+        if self.skipped: return
+        self._flush()
+        names = self.recorder.metric_names[1:len(self.learn.final_record) + 1]
+        rec = dict(zip(names, (float(v) for v in self.learn.final_record)))  # as RunRecorder reads it: same floats
+        row = {'epoch': int(self.epoch) + 1, 'epoch/seconds': time.perf_counter() - self.t_epoch,
+               'epoch/train_seconds': self.dt_train, 'epoch/images_per_sec': self.n_seen / max(self.dt_train, 1e-9),
+               'epoch/lr': float(self.opt.hypers[-1]['lr'])}
+        for k, v in rec.items():
+            row[{'train_loss': 'epoch/train_loss', 'valid_loss': 'valid/loss'}.get(k, f'valid/{k}')] = v
+        self.wb.log(row)
+
+    @_guarded('logging')
+    def after_fit(self): self._flush()  # also after a cancelled fit: the steps of the interrupted epoch
+
+    @_guarded('final logging')
+    def log_final(self, learn, summary: dict, run_dir: Path):
+        "Test accuracy into the summary; confusion matrix, per-class and top-loss tables, samples, figures, model."
+        from ..inference import predict_loader
+        wandb, run_dir = self.wandb, Path(run_dir)
+        self.wb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+        probs, targs, losses = predict_loader(learn.model, learn.dls.valid)  # once; every table derives from it
+        preds, classes, n = probs.argmax(1), [str(c) for c in learn.dls.vocab], len(learn.dls.vocab)
+        t, p = targs.tolist(), preds.tolist()
+        cm = torch.bincount(targs * n + preds, minlength=n * n).view(n, n)
+        per_class = wandb.Table(columns=['class', 'images', 'correct', 'accuracy'],
+                                data=[[c, int(cm[i].sum()), int(cm[i, i]), float(cm[i, i] / cm[i].sum().clamp(min=1))]
+                                      for i, c in enumerate(classes)])
+        ds = learn.dls.valid.dataset  # only the images shown are fetched, by index
+        def image(i, caption=None): return wandb.Image(_hwc(ds[i][0]), caption=caption)
+        row = {'final/confusion_matrix': wandb.plot.confusion_matrix(y_true=t, preds=p, class_names=classes),
+               'final/per_class': per_class,
+               'final/per_class_accuracy': wandb.plot.bar(per_class, 'class', 'accuracy', title='accuracy per class')}
+        if self.cfg.n_top_losses:
+            top = losses.topk(min(self.cfg.n_top_losses, len(losses))).indices.tolist()
+            # 'probability' is the predicted class's, as fastai shows it; p_true is the real class's (fastai #3591)
+            row['final/top_losses'] = wandb.Table(
+                columns=['image', 'true', 'predicted', 'loss', 'probability', 'p_true'],
+                data=[[image(i), classes[t[i]], classes[p[i]], float(losses[i]), float(probs[i, p[i]]),
+                       float(probs[i, t[i]])] for i in top])
+        # Evenly spaced, fixed indices: the same images in every run of a recipe, across classes in a sorted set.
+        idx = torch.linspace(0, len(t) - 1, min(8, len(t))).long().unique().tolist()
+        row['final/samples'] = [image(i, f'predicted {classes[p[i]]} / true {classes[t[i]]}') for i in idx]
+        for name in ('curves', 'lr_find'):
+            if (run_dir / f'{name}.png').is_file(): row[f'final/{name}'] = wandb.Image(str(run_dir / f'{name}.png'))
+        self.wb.log(row)
+        if self.cfg.log_model: self._log_model(summary, run_dir)
+
+    def _log_model(self, summary: dict, run_dir: Path):
+        "model.pth (best and last weights), export.pkl and recipe.json as one model artifact named for this run."
+        name = re.sub(r'[^A-Za-z0-9_.-]', '-', f'{self.r.name}-{self.r.model}-{self.wb.id}')
+        keys = ('hash', 'test_accuracy', 'test_accuracy_tta', 'epochs', 'params', 'checkpoint', 'best_epoch')
+        art = self.wandb.Artifact(name, type='model', metadata={k: summary.get(k) for k in keys})
+        for f in ('model.pth', 'export.pkl', 'recipe.json'):
+            # 'immutable': these files are final (written once, atomically), so no second copy is staged
+            if (run_dir / f).is_file(): art.add_file(str(run_dir / f), policy='immutable')
+        self.wb.log_artifact(art)
+
+    def close(self, outcome: str):
+        "Finish the W&B run (exit code 0 only when 'complete'), record the outcome; offline, say how to upload it."
+        wb, self.wb = self.wb, None
+        try:
+            if wb is None: return
+            if not self.active:  # failed and warned already: still close the run, so wandb's exit hook has no work
+                with contextlib.suppress(Exception): wb.finish(exit_code=1)
+                return
+            try:
+                sync_parent = Path(wb.settings.sync_dir).parent
+                wb.summary['outcome'] = outcome
+                wb.finish(exit_code=0 if outcome == 'complete' else 1)
+            except Exception as e: self._fail('finish', e); return
+            if self.mode == 'offline':  # every segment of the run, when it was resumed; Text: paths are not markup
+                dirs = ' '.join(str(d) for d in sorted(sync_parent.glob(f'offline-run-*-{wb.id}')))
+                (self.console or Console()).print(Text(f'W&B run saved offline; to upload it: wandb sync {dirs}'))
+        finally:
+            for var in self._env: os.environ.pop(var, None)
+            self._env = []
