@@ -102,6 +102,7 @@ class Recipe:
     precision: str = fld('auto', "'auto': bf16 where the device computes it natively, else fp32 (CPU) / fp16 (GPU)",
                          ('auto', 'fp32', 'bf16', 'fp16'))
     channels_last: bool = fld(False, 'channels-last memory format')
+    sync_bn: bool = fld(False, "SyncBatchNorm across processes when distributed (CUDA only: torch's works on GPU modules)")
     compile: bool = fld(False, 'torch.compile the model (compile time reported apart)')
     tta: int = fld(0, 'test-time augmentation at evaluation: 0 off, 1 flip, 2 flip × ±1-px translate', lo=0, hi=2)
     seed: int = fld(42, 'seed for every RNG: the same recipe and seed give the same run on CPU', lo=0)

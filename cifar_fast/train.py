@@ -3,6 +3,7 @@ come through `train` and `lr_find` here."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,6 +29,8 @@ from .data import Augment, cifar_dls
 from .errors import CifarFastError, ConfigError
 from .models import create_model
 from .recipe import LR_SUGGESTIONS, Recipe, from_dict, recipe_hash, to_dict
+from .console import RunConsole
+from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
 from .rundir import (atomic_write_bytes, environment, new_run_dir, read_json, run_state, set_status, torch_save, write_json)
 
 SUGGEST_FUNCS = dict(valley=valley, slide=slide, minimum=minimum, steep=steep)
@@ -39,10 +42,14 @@ def build_dls(r: Recipe, device=None, rank: int = 0, world_size: int = 1, progre
     "The recipe's DataLoaders. Build them after seeding: each fastai DataLoader draws its RNG when created."
     d = r.data
     aug = Augment(translate=d.translate, pad_mode=d.pad_mode, flip=d.flip, alt_flip=d.alt_flip, cutout=d.cutout)
+    # The recipe's batch size is the global batch: each of `world_size` processes takes its share. The fast engine
+    # shards itself by rank; DataBlock loaders are sharded by fastai's DistributedDL (see distributed.py).
+    if d.engine == 'datablock': rank, world = 0, 1
+    else: world = world_size
     return cifar_dls(d.source, engine=d.engine, bs=d.batch_size // world_size, val_bs=d.val_batch_size,
                      train_size=d.train_size, valid_size=d.valid_size, aug=aug, policy=d.policy,
                      num_workers=d.num_workers, skip_bad=d.skip_bad, device=device, rank=rank,
-                     world_size=world_size, channels_last=r.channels_last, progress=progress)
+                     world_size=world, channels_last=r.channels_last, progress=progress)
 
 
 def opt_func(r: Recipe):
@@ -78,7 +85,7 @@ def learner_callbacks(r: Recipe, precision: str) -> list:
     return cbs
 
 
-def build_learner(r: Recipe, dls, path: Path, precision: str, resume: bool = False):
+def build_learner(r: Recipe, dls, path: Path, precision: str):
     "A fastai Learner for the recipe; `path` is the run folder, so nothing is written inside the dataset."
     if torch.device(dls.device).type == 'cpu':
         # Denormal floats (tiny gradients once a class is learnt) made CPU epochs 30× slower here (resnet20 on the
@@ -155,48 +162,65 @@ def train(r: Recipe, run_dir: str | Path | None = None, resume: str | Path | Non
     """Train `r` into a run folder (new under `runs_root`, or `resume` an interrupted one from its last completed
     epoch). Events go to run_dir/console.log and, with `log=RunConsole(terminal=…)`, to a terminal. The recipe's
     `source_file`, when given, is saved beside the results as recipe.py."""
-    from .console import RunConsole
     log = log if isinstance(log, RunConsole) else RunConsole()  # console.log is written either way
     try: return _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file)
     finally: log.close()
 
 
+def _open_run(r: Recipe | None, run_dir, resume, runs_root, info: DistInfo):
+    "(recipe, run folder, checkpoint state or None): a resumed run's own recipe and state, or a new folder (rank 0 makes it)."
+    if resume is None:
+        if info.is_main:
+            run_dir = Path(run_dir) if run_dir else new_run_dir(r.name, Path(runs_root))
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return r, Path(broadcast_object(str(run_dir) if info.is_main else None, info)), None
+    run_dir = Path(resume)
+    if run_state(run_dir) == 'complete': raise ConfigError(f"run {run_dir} is already complete; nothing to resume.")
+    ck = run_dir / 'checkpoints' / 'last.pth'
+    if not ck.is_file(): raise ConfigError(f"run {run_dir} has no checkpoint yet (no epoch completed); start it again.")
+    return from_dict(read_json(run_dir / 'recipe.json')['recipe']), run_dir, torch.load(ck, weights_only=True, map_location='cpu')
+
+
 def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file) -> RunResult:
     from .plots import plot_curves, plot_lr_find
-    state = None
-    if resume is not None:
-        run_dir = Path(resume)
-        if run_state(run_dir) == 'complete': raise ConfigError(f"run {run_dir} is already complete; nothing to resume.")
-        ck = run_dir / 'checkpoints' / 'last.pth'
-        if not ck.is_file(): raise ConfigError(f"run {run_dir} has no checkpoint yet (no epoch completed); start it again.")
-        r = from_dict(read_json(run_dir / 'recipe.json')['recipe'])
-        state = torch.load(ck, weights_only=True)
-    else:
-        run_dir = Path(run_dir) if run_dir else new_run_dir(r.name, Path(runs_root))
-        run_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or default_device())
+    info = dist_info()
+    device = info.device(device) if info.distributed else torch.device(device or default_device())
+    if info.distributed and r is not None and isinstance(r.lr, str) and resume is None:
+        raise ConfigError(f"lr={r.lr!r} runs lr_find, which runs in one process: run `cifar-fast lr-find RECIPE` first, "
+                          f"then train with --lr <number>.")
+    if info.distributed and r is not None and r.data.batch_size % info.world_size:
+        raise ConfigError(f"data.batch_size={r.data.batch_size} is the global batch: it must divide evenly over the "
+                          f"{info.world_size} processes.")
+    init_process_group(info, device)
+    r, run_dir, state = _open_run(r, run_dir, resume, runs_root, info)
+    main = info.is_main
+    status = partial(set_status, run_dir) if main else (lambda *a, **k: None)  # rank 0 alone writes the run folder
     precision = resolve_precision(r.precision, device)
-    show_progress = _interactive() if show_progress is None else show_progress
+    show_progress = (_interactive() if show_progress is None else show_progress) and main
     t_start = time.perf_counter()
 
+    # 1. data and model, after seeding (every rank the same seed: the same permutation, each its own shard)
     set_seed(r.seed, reproducible=True)
-    dls = build_dls(r, device, progress=show_progress)
-    learn = build_learner(r, dls, run_dir, precision, resume=state is not None)
+    dls = build_dls(r, device, info.rank, info.world_size, progress=show_progress)
+    learn = build_learner(r, dls, run_dir, precision)
     _quiet_progress(learn, show_progress)
     n_params = sum(p.numel() for p in learn.raw_model.parameters())
-    if state is None:
+    if state is None and main:
         write_json(run_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
         if source_file: atomic_write_bytes(run_dir / 'recipe.py', Path(source_file).read_bytes())
         write_json(run_dir / 'env.json', environment(device, precision, r.seed, dict(
             data_source=str(getattr(dls, 'cifar_source', None)), classes=list(dls.vocab), n_train=len(dls.train.dataset),
-            n_valid=len(dls.valid.dataset), params=n_params)))
-    set_status(run_dir, 'running', pid=_pid())
-    log.open(run_dir)
+            n_valid=len(dls.valid.dataset), params=n_params, world_size=info.world_size,
+            wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'))))
+    status('running', pid=os.getpid(), world_size=info.world_size)
+    if main: log.open(run_dir)
+    else: log = RunConsole()  # other ranks print nothing
     log('start', dict(run_dir=run_dir, recipe=r, precision=precision, device=device, params=n_params,
                       resumed_from=None if state is None else state['epoch'] + 1))
 
+    # 2. the learning rate: given, found by lr_find, or (resuming) the one found before the cut
     lr = r.lr
-    if isinstance(lr, str) and state is not None: lr = read_json(run_dir / 'lr_find.json')['lr']  # found before the cut
+    if isinstance(lr, str) and state is not None: lr = read_json(run_dir / 'lr_find.json')['lr']
     elif isinstance(lr, str):
         found = run_lr_find(learn)
         lr = found['suggestions'][r.lr]
@@ -205,11 +229,13 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
         log('lr_find', dict(found['suggestions'], chosen=r.lr, lr=lr))
     compile_seconds = compile_warmup(learn) if r.compile else 0.
 
+    # 3. fit-time callbacks, then fit (resumed: weights, optimiser and position from the checkpoint)
     rec = RunRecorder(run_dir, rows=state['rows'] if state else None, log=lambda row, n: log('epoch', dict(row, n_epoch=n)))
-    stop, nan = GracefulStop(), StopOnNaN(every=r.speed.sync_every)
+    check_every = 10 if info.distributed else 1  # stopping is agreed across ranks, which costs a collective
+    stop, nan = GracefulStop(every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every if info.distributed else 1))
     lr, wd, group_scales = hypers(r, lr)
-    cbs = [schedule_callback(r, lr[-1] if group_scales else lr, group_scales), rec, Checkpointer(run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state),
-           stop, nan, *extra_cbs]
+    cbs = [schedule_callback(r, lr[-1] if group_scales else lr, group_scales), rec,
+           Checkpointer(run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state), stop, nan, *extra_cbs]
     if r.speed.lookahead: cbs.append(Lookahead(r.speed.lookahead_start, r.speed.lookahead_every))
     wb = _wandb_callback(r, run_dir, n_params, log)
     if wb is not None: cbs.append(wb)
@@ -220,39 +246,48 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
         learn.raw_model.load_state_dict(state['model'])
         learn.create_opt(); learn.opt.load_state_dict(state['opt'])
         start_epoch = state['epoch'] + 1
-    base_loss = learn.loss_func
-    outcome = 'failed'
+    base_loss, outcome = learn.loss_func, 'failed'
     try:
         try:
-            learn.fit(r.epochs, lr=lr, wd=wd, cbs=cbs, reset_opt=state is None, start_epoch=start_epoch)
+            with distrib_ctx(learn, info, sync_bn=r.sync_bn):
+                learn.fit(r.epochs, lr=lr, wd=wd, cbs=cbs, reset_opt=state is None, start_epoch=start_epoch)
         except KeyboardInterrupt:
             outcome = 'interrupted'
-            set_status(run_dir, 'interrupted', epoch=len(rec.rows), resume=f'cifar-fast train --resume {run_dir}')
+            status('interrupted', epoch=len(rec.rows), resume=f'cifar-fast train --resume {run_dir}')
             raise
         except BaseException as e:
-            set_status(run_dir, 'failed', epoch=len(rec.rows), error=f'{type(e).__name__}: {e}')
+            if info.distributed and peer_failure(e):
+                msg = (f"another process of this {info.world_size}-process job died or stopped answering "
+                       f"({str(e).splitlines()[-1].strip()[:200]}); its logs say why. The checkpoint of the last completed "
+                       f"epoch is kept: relaunch with the same launcher and `train --resume {run_dir}`.")
+                status('failed', epoch=len(rec.rows), error=msg)
+                raise DistributedJobFailed(msg) from e
+            status('failed', epoch=len(rec.rows), error=f'{type(e).__name__}: {e}')
             raise
         finally:
             learn.loss_func = base_loss  # MixUp/CutMix swap it and restore it only on a normal or cancelled exit
             stop.restore()
 
+        # 4. how it ended: diverged, interrupted, or complete (evaluate and write the results, rank 0)
         if nan.where is not None:
             outcome = 'diverged'
             kept = (f'the last good checkpoint (epoch {len(rec.rows) - 1}) is kept' if rec.rows
                     else 'no epoch had completed, so there is no checkpoint')
             msg = (f"loss became {nan.where['loss']} at epoch {nan.where['epoch']}, batch {nan.where['batch']}: "
                    f"training stopped; {kept}. Lower the learning rate (try `cifar-fast lr-find`).")
-            set_status(run_dir, 'diverged', epoch=len(rec.rows), message=msg)
+            status('diverged', epoch=len(rec.rows), message=msg)
             raise TrainingDiverged(msg)
         if stop.requested:
             outcome = 'interrupted'
-            set_status(run_dir, 'interrupted', epoch=len(rec.rows), signal=stop.signal_name,
-                       resume=f'cifar-fast train --resume {run_dir}')
+            status('interrupted', epoch=len(rec.rows), signal=stop.signal_name, resume=f'cifar-fast train --resume {run_dir}')
             return RunResult(run_dir, dict(state='interrupted', epochs_completed=len(rec.rows)), learn)
-        summary = finish_run(learn, r, rec, run_dir, n_params, time.perf_counter() - t_start, compile_seconds,
-                             precision, plot_curves, log)
+        summary = dict(state='worker', rank=info.rank)
+        if main:
+            summary = finish_run(learn, r, rec, run_dir, n_params, time.perf_counter() - t_start, compile_seconds,
+                                 precision, plot_curves, log)
+            if wb is not None: wb.log_final(learn, summary, run_dir)
+        barrier()  # no rank leaves before rank 0 has written the results
         outcome = 'complete'
-        if wb is not None: wb.log_final(learn, summary, run_dir)
         return RunResult(run_dir, summary, learn)
     finally:
         if wb is not None: wb.close(outcome)
@@ -266,6 +301,10 @@ def _wandb_callback(r: Recipe, run_dir: Path, n_params: int, log):
     return WandbCallback(r, run_dir, n_params=n_params, log=log)
 
 
+class DistributedJobFailed(CifarFastError):
+    "A peer process of a distributed job died."
+
+
 class TrainingDiverged(CifarFastError):
     "The loss became NaN or infinite."
 
@@ -273,7 +312,7 @@ class TrainingDiverged(CifarFastError):
 def finish_run(learn, r: Recipe, rec: RunRecorder, run_dir: Path, n_params: int, wall: float, compile_seconds: float,
                precision: str, plot_curves, log) -> dict:
     "Evaluate, then write model.pth, export.pkl, curves.png and, last, summary.json."
-    from .tta import tta_preds
+    from .inference import predict_loader
     rows = rec.rows
     best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
     # The Checkpointer's last.pth holds the last completed epoch; with checkpoint='best', SaveModelCallback has
@@ -284,18 +323,20 @@ def finish_run(learn, r: Recipe, rec: RunRecorder, run_dir: Path, n_params: int,
         sd = torch.load(run_dir / 'checkpoints' / 'best.pth', weights_only=True)
         best = {k.removeprefix('_orig_mod.'): v for k, v in sd.items()}
     learn.raw_model.load_state_dict(best if r.checkpoint == 'best' else last)
+    # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
+    # WORLD_SIZE > 1, which would hang here, where rank 0 alone evaluates.
     t0 = time.perf_counter()
-    with learn.no_bar(): preds, targs = learn.get_preds(dl=learn.dls.valid)
+    preds, targs, _ = predict_loader(learn.raw_model, learn.dls.valid)
     eval_acc = float((preds.argmax(1) == targs).float().mean())
     eval_seconds = time.perf_counter() - t0
     tta_acc = None
     if r.tta:
-        with learn.no_bar(): tp, tt = tta_preds(learn, learn.dls.valid, r.tta)
+        tp, tt, _ = predict_loader(learn.raw_model, learn.dls.valid, r.tta)
         tta_acc = float((tp.argmax(1) == tt).float().mean())
     torch_save(dict(best=best, last=last, best_epoch=rows[best_i]['epoch'], selected=r.checkpoint), run_dir / 'model.pth')
     _export(learn, run_dir / 'export.pkl')
     plot_curves(rows, run_dir / 'curves.png', title=f'{r.name} ({r.model})')
-    n_train = len(learn.dls.train) * learn.dls.train.bs
+    n_train = len(learn.dls.train.dataset)  # the whole training set per epoch, whichever rank's share this is
     train_secs = sum(x['train_seconds'] for x in rows)
     summary = dict(recipe=r.name, model=r.model, hash=recipe_hash(r), params=n_params, epochs=len(rows),
                    epochs_planned=r.epochs, test_accuracy=eval_acc, test_accuracy_tta=tta_acc, tta_level=r.tta,
@@ -327,6 +368,7 @@ def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root
     precision = resolve_precision(r.precision, device)
     set_seed(r.seed, reproducible=True)
     show_progress = _interactive() if show_progress is None else show_progress
+    if dist_info().distributed: raise ConfigError("lr_find runs in one process: run it without torchrun/accelerate.")
     learn = build_learner(r, build_dls(r, device, progress=show_progress), out_dir, precision)
     _quiet_progress(learn, show_progress)
     found = run_lr_find(learn)
@@ -345,6 +387,3 @@ def _interactive() -> bool:
     return sys.stdout.isatty()
 
 
-def _pid() -> int:
-    import os
-    return os.getpid()

@@ -1,5 +1,5 @@
-"""Test-time augmentation as weighted views of each batch: the model is wrapped, so any engine and fastai's
-`get_preds` (with its callbacks, precision included) work unchanged."""
+"""Test-time augmentation as weighted views of each batch: the model is wrapped, so any loader works unchanged
+(see `inference.predict_loader`)."""
 from __future__ import annotations
 
 import torch
@@ -36,12 +36,3 @@ class TTAModel(nn.Module):
             y = w * self.model(view(x, shift, flip)).float()
             out = y if out is None else out + y
         return out
-
-
-def tta_preds(learn, dl, level: int):
-    "(probabilities, targets) of `learn` on `dl` with TTA `level`, through `get_preds` (learn.model restored after)."
-    model = learn.model
-    try:
-        learn.model = TTAModel(model, level).eval()
-        return learn.get_preds(dl=dl)
-    finally: learn.model = model

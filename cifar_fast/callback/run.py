@@ -17,6 +17,7 @@ from fastai.callback.tracker import TrackerCallback
 from fastai.learner import Recorder
 from fastai.torch_core import rank_distrib
 
+from ..distributed import any_rank
 from ..rundir import torch_save, write_metrics
 
 
@@ -123,7 +124,7 @@ class GracefulStop(Callback):
     at once."""
     order = 0
 
-    def __init__(self): self.requested, self.signal_name, self._old = False, None, {}
+    def __init__(self, every: int = 1): self.every, self.requested, self.signal_name, self._old = every, False, None, {}
 
     def _handler(self, signum, frame):
         if self.requested: raise KeyboardInterrupt
@@ -134,7 +135,10 @@ class GracefulStop(Callback):
         for s in (signal.SIGINT, signal.SIGTERM): self._old[s] = signal.signal(s, self._handler)
 
     def after_batch(self):
-        if self.requested: raise CancelFitException
+        # Distributed, every rank must stop at the same batch: the flag is agreed every `every` batches.
+        if self.iter % self.every == 0 and any_rank(self.requested):
+            self.requested = True
+            raise CancelFitException
 
     def restore(self):
         "Put back the previous handlers (called by the trainer in a `finally`)."
@@ -150,6 +154,6 @@ class StopOnNaN(Callback):
 
     def after_batch(self):
         if not self.training or self.iter % self.every: return
-        if not torch.isfinite(self.loss).all():
+        if any_rank(not bool(torch.isfinite(self.loss.detach()).all())):  # agreed across ranks, like GracefulStop
             self.where = dict(epoch=int(self.epoch), batch=int(self.iter), loss=float(self.loss.detach()))
             raise CancelFitException

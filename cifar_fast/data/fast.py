@@ -112,6 +112,7 @@ class FastDL(DataLoader):
         self.randomize()
         self.before_iter()
         idxs, aug = torch.as_tensor(self.get_idxs()), self.active_aug
+        self.last_idxs = idxs  # which samples this epoch served, in order (for checks of sharding)
         shifts, flips, centers = self._draw_aug(idxs, aug) if aug != NO_AUG else (None, None, None)
         idxs = idxs.to(self.dataset.x.device)
         for i in range(len(self)):
@@ -209,5 +210,8 @@ def fast_dataloaders(train: CifarTensors, valid: CifarTensors, bs: int = 512, au
     from fastai.torch_core import default_device
     device = default_device() if device is None else device
     trn = FastDL(train, bs=bs, shuffle=True, drop_last=True, aug=aug, device=device, **kwargs)
-    val = FastDL(valid, bs=val_bs or 2 * bs, shuffle=False, drop_last=False, aug=NO_AUG, device=device, **kwargs)
+    # Validation is not sharded: every rank scores the whole test set (cheap next to training), so the accuracy each
+    # rank logs equals a single-process evaluation of the same weights exactly, with no gather and no padding to trim.
+    val_kw = {**kwargs, 'rank': 0, 'world_size': 1}
+    val = FastDL(valid, bs=val_bs or 2 * bs, shuffle=False, drop_last=False, aug=NO_AUG, device=device, **val_kw)
     return CifarDataLoaders(trn, val, path=path, device=device)

@@ -83,7 +83,7 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
         dls = fast_dataloaders(*tensors, bs=bs, aug=aug, device=device, val_bs=val_bs, path=path, dtype=dtype,
                                channels_last=channels_last, rank=rank, world_size=world_size)
     else:
-        if world_size > 1: raise ConfigError("Distributed training shards the fast engine; use engine='fast'.")
+        if world_size > 1: raise ConfigError("The DataBlock engine is sharded by fastai's DistributedDL: pass world_size=1.")
         root = image_folder(cd.source)
         files = [root / cd.arrays.files[sp][i] for sp in ('train', 'test') for i in cd.idx[sp]]
         dblock = cifar_datablock(cd.classes, aug, policy)

@@ -1,0 +1,79 @@
+"""Two gloo processes through torchrun on the CPU: one run folder, disjoint shards, rank-0-only writes, a dead rank,
+resume, and the `--nproc` hand-over."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifar_fast.rundir import read_json, run_state
+
+pytestmark = pytest.mark.slow
+WORKER = Path(__file__).with_name('dist_worker.py')
+
+
+def torchrun(*args, timeout=240):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+def _rows(d):
+    with open(d / 'metrics.csv') as f: return [{k: v for k, v in r.items() if k != 'seconds'} for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope='module')
+def full_run(synthetic, tmp_path_factory):
+    "An uninterrupted 3-epoch, 2-process run, recording each rank's samples per epoch."
+    tmp = tmp_path_factory.mktemp('dist')
+    p = torchrun(WORKER, '--data', synthetic, '--runs', tmp / 'runs', '--out', tmp, '--epochs', 3)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return tmp
+
+
+def test_one_run_folder_disjoint_shards_and_rank0_accuracy_equals_evaluate(full_run):
+    (d,) = list((full_run / 'runs').iterdir())
+    assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2
+    assert [r['epoch'] for r in _rows(d)] == ['0', '1', '2']  # written once: one row per epoch, not one per rank
+    ranks = [json.loads((full_run / f'rank{i}.json').read_text()) for i in range(2)]
+    for a, b in zip(*ranks):  # each epoch: disjoint halves that together cover the 200 training images
+        assert len(a) == len(b) == 100 and not set(a) & set(b) and set(a) | set(b) == set(range(200))
+    assert ranks[0][0] != ranks[0][1]  # and a new shuffle every epoch
+    from cifar_fast.inference import evaluate_run
+    assert evaluate_run(d)['accuracy'] == pytest.approx(float(_rows(d)[-1]['accuracy']), abs=1e-6)
+
+
+def test_a_dead_rank_fails_the_job_and_the_run_resumes(full_run, synthetic, tmp_path):
+    p = torchrun(WORKER, '--data', synthetic, '--runs', tmp_path, '--out', tmp_path, '--epochs', 3, '--die-rank', 1)
+    assert p.returncode != 0 and 'exitcode  : 3' in p.stderr  # torchrun names the rank that died
+    (d,) = list(tmp_path.glob('dist-*'))
+    assert run_state(d) == 'failed' and not (d / 'summary.json').exists()
+    assert 'another process of this 2-process job died' in read_json(d / 'status.json')['error']
+    assert 'DistributedJobFailed' in p.stderr
+    p = torchrun(WORKER, '--resume', d, '--out', tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (full,) = list((full_run / 'runs').iterdir())
+    assert run_state(d) == 'complete' and _rows(d) == _rows(full)  # continued exactly where the dead job stopped
+
+
+def test_nproc_hands_over_to_torchrun(synthetic, tmp_path):
+    recipe = tmp_path / 'tiny.py'
+    recipe.write_text("from cifar_fast import DataConfig, Recipe\n"
+                      "recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=1,"
+                      f" lr=0.02, data=DataConfig(source={str(synthetic)!r}, batch_size=32))\n")
+    p = subprocess.run([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--nproc', '2', '--runs', tmp_path / 'runs'],
+                       capture_output=True, text=True, timeout=240, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert p.returncode == 0, p.stderr[-3000:]
+    (d,) = list((tmp_path / 'runs').iterdir())
+    assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2
+
+
+def test_lr_find_refuses_under_distribution(synthetic, monkeypatch):
+    from cifar_fast.errors import ConfigError
+    from cifar_fast.recipe import DataConfig, Recipe
+    from cifar_fast.train import train
+    monkeypatch.setenv('WORLD_SIZE', '2')  # refused before any process group is needed
+    with pytest.raises(ConfigError, match='runs lr_find, which runs in one process'):
+        train(Recipe(lr='valley', data=DataConfig(source=str(synthetic))))
