@@ -71,6 +71,7 @@ def cmd_train(args) -> int:
     "Train a recipe into a run folder, or resume one."
     from .train import _interactive, train
     if args.help_fields: return _help_fields()
+    if args.nproc: return _hand_over_to_torchrun(args)
     if args.resume:
         if args.recipe or args.extra: raise CifarFastError('--resume continues a run exactly as recorded: give no recipe or overrides.')
         r = None
@@ -84,6 +85,18 @@ def cmd_train(args) -> int:
             return 130
     finally: out.close()
     return 0
+
+
+def _hand_over_to_torchrun(args) -> int:
+    "`--nproc N`: re-run this same command under torch's own launcher, one process per device, on this node."
+    import os
+    argv = [a for a in sys.argv[1:] if not (a == '--nproc' or a.startswith('--nproc='))]
+    if '--nproc' in sys.argv[1:]: argv.remove(str(args.nproc))  # its value
+    if args.recipe_obj is not None and args.recipe_file: argv = ['train', args.recipe_file, *argv]  # from a recipe script
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={args.nproc}',
+           '-m', 'cifar_fast.cli', *argv]
+    console.print(f"[dim]handing over to torchrun: {' '.join(cmd[2:])}[/dim]")
+    os.execv(sys.executable, cmd)
 
 
 def cmd_lr_find(args) -> int:
@@ -103,6 +116,7 @@ def cmd_lr_find(args) -> int:
 def cmd_runs(args) -> int:
     "A table of run folders: recipe, model, params, epochs, accuracy, time, state."
     from .rundir import read_json, run_state
+    from .sweep import sweep_groups
     root = Path(args.runs)
     dirs = sorted((d for d in root.iterdir() if (d / 'recipe.json').is_file()), key=lambda d: d.stat().st_mtime) if root.is_dir() else []
     if not dirs:
@@ -111,22 +125,29 @@ def cmd_runs(args) -> int:
     t = Table(title=f'runs in {root}/', title_justify='left')
     for c in ('run', 'recipe', 'model', 'params', 'epochs', 'accuracy', 'best', 'time', 'state'):
         t.add_column(c, justify='right' if c in ('params', 'epochs', 'accuracy', 'best', 'time') else 'left')
-    groups = {}
-    for d in dirs:
-        rec = read_json(d / 'recipe.json')['recipe']
-        groups.setdefault(rec.get('wandb', {}).get('name') and None, []).append(d)  # one group until sweeps tag runs
-        state = run_state(d)
-        s = read_json(d / 'summary.json') if state == 'complete' else {}
-        params = read_json(d / 'env.json').get('params') if (d / 'env.json').is_file() else None
-        acc = s.get('test_accuracy_tta') or s.get('test_accuracy')
-        colour = {'complete': 'green', 'interrupted': 'yellow', 'running': 'cyan'}.get(state, 'red')
-        t.add_row(d.name, rec['name'], rec['model'], f'{params / 1e6:.2f}M' if params else '-',
-                  f"{s['epochs']}/{rec['epochs']}" if s else f"-/{rec['epochs']}",
-                  f'{100 * acc:.2f}%' if acc is not None else '-',
-                  f"{100 * s['best_epoch_accuracy']:.2f}%" if s else '-',
-                  f"{s['wall_seconds']:.0f}s" if s else '-', f'[{colour}]{state}[/{colour}]')
+    groups = sweep_groups(dirs)  # runs of one W&B sweep sit together under a heading
+    for sid, members in groups.items():
+        if len(groups) > 1:
+            if t.row_count: t.add_section()
+            t.add_row(f"[bold]{'sweep ' + sid if sid else 'not in a sweep'}[/bold]")
+        for d in members: t.add_row(*_run_row(d, read_json, run_state))
     console.print(t)
     return 0
+
+
+def _run_row(d: Path, read_json, run_state) -> list[str]:
+    "One row of `cifar-fast runs`."
+    rec = read_json(d / 'recipe.json')['recipe']
+    state = run_state(d)
+    s = read_json(d / 'summary.json') if state == 'complete' else {}
+    params = read_json(d / 'env.json').get('params') if (d / 'env.json').is_file() else None
+    acc = s.get('test_accuracy_tta') or s.get('test_accuracy')
+    colour = {'complete': 'green', 'interrupted': 'yellow', 'running': 'cyan'}.get(state, 'red')
+    return [d.name, rec['name'], rec['model'], f'{params / 1e6:.2f}M' if params else '-',
+            f"{s['epochs']}/{rec['epochs']}" if s else f"-/{rec['epochs']}",
+            f'{100 * acc:.2f}%' if acc is not None else '-',
+            f"{100 * s['best_epoch_accuracy']:.2f}%" if s else '-',
+            f"{s['wall_seconds']:.0f}s" if s else '-', f'[{colour}]{state}[/{colour}]']
 
 
 def cmd_evaluate(args) -> int:
@@ -202,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument('--resume', metavar='RUN_DIR', help='continue an interrupted run from its last completed epoch')
             t.add_argument('--wandb', action='store_true', help='log to Weights & Biases (same as --wandb.enabled true)')
             t.add_argument('--help-fields', action='store_true', help='list every recipe field you can override')
+            t.add_argument('--nproc', type=int, help="train on N processes of this node through torchrun "
+                           "(same as `torchrun --standalone --nproc_per_node N -m cifar_fast.cli train ...`)")
         t.set_defaults(func=func, accepts_overrides=True)
 
     r = sub.add_parser('runs', help='list run folders with their results')
@@ -232,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument('--data', help="dataset path, if not the run's recorded source")
     i.add_argument('--trust-pickle', action='store_true', help='load export.pkl instead of model.pth + recipe.json')
     i.set_defaults(func=cmd_interpret)
+
+    from .sweep import add_sweep_parser
+    add_sweep_parser(sub)
 
     m = sub.add_parser('models', help='list the model zoo with parameter counts and MACs')
     m.add_argument('--budget', type=float, default=5e6, help='parameter budget to check (default 5e6)')
