@@ -35,7 +35,7 @@ def _prepare():
     import warnings
     warnings.filterwarnings('ignore', category=FutureWarning)  # torch.jit.script deprecation raised by fastai
     import cifar_fast.interpret_plots  # noqa: F401  matplotlib
-    import cifar_fast.train  # noqa: F401  fastai, the models, the data engines
+    import cifar_fast.training  # noqa: F401  fastai, the models, the data engines
     from cifar_fast.plots import _plt
     _plt()
 
@@ -44,7 +44,7 @@ def train_run(data: str, runs_root: str, train_size: int, epochs: int, q) -> Non
     "Child: train the small benchmark run and send back its folder and test accuracy."
     _prepare()
     from cifar_fast.recipe import DataConfig, Recipe
-    from cifar_fast.train import train
+    from cifar_fast.training import train
     # Plain one-cycle SGD; batch 64 gives 78 steps in the epoch. Seen on this CPU (2026-11-22, 1 epoch, 5,000 images):
     # batch 256 lr 0.05 -> 23.4%, batch 64 lr 0.05 -> 34.3%, batch 64 lr 0.2 -> 42.1% test accuracy. Not a tuned
     # recipe: it only has to be clearly better than chance, so the tables and figures look like a real model's.

@@ -18,7 +18,7 @@ from fastai.callback.progress import ProgressCallback
 from cifar_fast.data import Augment, cifar_dls
 from cifar_fast.models import create_model
 from cifar_fast.rundir import cpu_model
-from cifar_fast.train import opt_func
+from cifar_fast.training import opt_func
 from cifar_fast.recipe import Recipe
 
 
@@ -71,7 +71,8 @@ def main(data, model_name: str, repeats: int, epochs: int, train_size: int, bs: 
     return dict(model=model_name, cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__,
                 bs=bs, train_images_per_epoch=len(dls.train) * bs, epochs=epochs, repeats=repeats,
                 learner_images_per_sec=res['learner'], plain_images_per_sec=res['plain'],
-                median_ratio=round(med['learner'] / med['plain'], 4))
+                ratio_of_medians=round(med['learner'] / med['plain'], 4),
+                paired_ratios=[round(a / b, 4) for a, b in zip(res['learner'], res['plain'])])
 
 
 if __name__ == '__main__':

@@ -10,7 +10,10 @@ from .recipe import DataConfig, Recipe, SpeedConfig, WandbConfig, load_recipe  #
 __version__ = '0.1.0'
 
 # Heavy parts (torch, fastai) load on first use, so `import cifar_fast` and recipe files stay fast.
-_LAZY = {'train': 'train', 'lr_find': 'train', 'RunResult': 'train', 'build_dls': 'train', 'build_learner': 'train',
+# (The training module is `training`, not `train`: a submodule named like the function would replace it as
+# `cifar_fast.train` as soon as anything imported the submodule.)
+_LAZY = {'train': 'training', 'lr_find': 'training', 'RunResult': 'training', 'build_dls': 'training',
+         'build_learner': 'training',
          'cifar_dls': 'data', 'cifar_data': 'data', 'Augment': 'data', 'make_synthetic_cifar': 'data',
          'create_model': 'models', 'list_models': 'models', 'model_info': 'models', 'register_model': 'models',
          'interpret_run': 'interpret', 'interpret_learner': 'interpret', 'evaluate_run': 'inference',

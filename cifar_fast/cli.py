@@ -69,7 +69,7 @@ def _help_fields() -> int:
 
 def cmd_train(args) -> int:
     "Train a recipe into a run folder, or resume one."
-    from .train import _interactive, train
+    from .training import _interactive, train
     if args.help_fields: return _help_fields()
     if args.nproc: return _hand_over_to_torchrun(args)
     if args.resume:
@@ -87,11 +87,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    "`argv` less `--nproc N` / `--nproc=N`: the value is dropped by position (`--epochs 2 --nproc 2` keeps `--epochs 2`)."
+    out, skip = [], False
+    for a in argv:
+        if skip: skip = False
+        elif a == '--nproc': skip = True
+        elif not a.startswith('--nproc='): out.append(a)
+    return out
+
+
 def _hand_over_to_torchrun(args) -> int:
     "`--nproc N`: re-run this same command under torch's own launcher, one process per device, on this node."
     import os
-    argv = [a for a in sys.argv[1:] if not (a == '--nproc' or a.startswith('--nproc='))]
-    if '--nproc' in sys.argv[1:]: argv.remove(str(args.nproc))  # its value
+    argv = without_nproc(sys.argv[1:])
     if args.recipe_obj is not None and args.recipe_file: argv = ['train', args.recipe_file, *argv]  # from a recipe script
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={args.nproc}',
            '-m', 'cifar_fast.cli', *argv]
@@ -101,7 +110,7 @@ def _hand_over_to_torchrun(args) -> int:
 
 def cmd_lr_find(args) -> int:
     "lr_find on exactly the recipe's setup: suggestions table, lr_find.png and lr_find.json."
-    from .train import lr_find
+    from .training import lr_find
     r = _recipe_from_args(args)
     res = lr_find(r, runs_root=args.runs)
     t = Table(title=f'lr_find — {r.name} ({r.model})', title_justify='left')

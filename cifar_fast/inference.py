@@ -46,7 +46,7 @@ def eval_dls(r: Recipe, data=None, device='cpu', valid_size=None):
     "The recipe's data (no augmentation needed) for evaluating a run; `data` overrides where the images are."
     import dataclasses
 
-    from .train import build_dls
+    from .training import build_dls
     d = dataclasses.replace(r.data, source=str(data) if data else r.data.source,
                             **({'valid_size': valid_size} if valid_size else {}))
     return build_dls(dataclasses.replace(r, data=d), device, progress=False)

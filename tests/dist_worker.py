@@ -8,7 +8,7 @@ from pathlib import Path
 from fastai.callback.core import Callback
 
 from cifar_fast.recipe import DataConfig, Recipe
-from cifar_fast.train import train
+from cifar_fast.training import train
 
 
 class IndexLog(Callback):

@@ -36,6 +36,15 @@ def full_run(synthetic, tmp_path_factory):
 def test_one_run_folder_disjoint_shards_and_rank0_accuracy_equals_evaluate(full_run):
     (d,) = list((full_run / 'runs').iterdir())
     assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2
+
+
+@pytest.mark.parametrize('argv, kept', [
+    (['train', 'r.py', '--epochs', '2', '--nproc', '2'], ['train', 'r.py', '--epochs', '2']),
+    (['train', 'r.py', '--nproc=4', '--lr', '4'], ['train', 'r.py', '--lr', '4']),
+    (['train', 'r.py', '--nproc', '3', '--seed', '3'], ['train', 'r.py', '--seed', '3'])])
+def test_the_hand_over_drops_only_the_nproc_option(argv, kept):
+    from cifar_fast.cli import without_nproc
+    assert without_nproc(argv) == kept
     assert [r['epoch'] for r in _rows(d)] == ['0', '1', '2']  # written once: one row per epoch, not one per rank
     ranks = [json.loads((full_run / f'rank{i}.json').read_text()) for i in range(2)]
     for a, b in zip(*ranks):  # each epoch: disjoint halves that together cover the 200 training images
@@ -63,17 +72,27 @@ def test_nproc_hands_over_to_torchrun(synthetic, tmp_path):
     recipe.write_text("from cifar_fast import DataConfig, Recipe\n"
                       "recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=1,"
                       f" lr=0.02, data=DataConfig(source={str(synthetic)!r}, batch_size=32))\n")
-    p = subprocess.run([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--nproc', '2', '--runs', tmp_path / 'runs'],
+    # `--epochs 2` beside `--nproc 2`: the hand-over must drop the launcher's value, not the first '2' it sees
+    p = subprocess.run([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--epochs', '2', '--nproc', '2', '--runs', tmp_path / 'runs'],
                        capture_output=True, text=True, timeout=240, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert p.returncode == 0, p.stderr[-3000:]
     (d,) = list((tmp_path / 'runs').iterdir())
-    assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2
+    assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2 and len(_rows(d)) == 2
+
+
+@pytest.mark.parametrize('argv, kept', [
+    (['train', 'r.py', '--epochs', '2', '--nproc', '2'], ['train', 'r.py', '--epochs', '2']),
+    (['train', 'r.py', '--nproc=4', '--lr', '4'], ['train', 'r.py', '--lr', '4']),
+    (['train', 'r.py', '--nproc', '3', '--seed', '3'], ['train', 'r.py', '--seed', '3'])])
+def test_the_hand_over_drops_only_the_nproc_option(argv, kept):
+    from cifar_fast.cli import without_nproc
+    assert without_nproc(argv) == kept
 
 
 def test_lr_find_refuses_under_distribution(synthetic, monkeypatch):
     from cifar_fast.errors import ConfigError
     from cifar_fast.recipe import DataConfig, Recipe
-    from cifar_fast.train import train
+    from cifar_fast.training import train
     monkeypatch.setenv('WORLD_SIZE', '2')  # refused before any process group is needed
     with pytest.raises(ConfigError, match='runs lr_find, which runs in one process'):
         train(Recipe(lr='valley', data=DataConfig(source=str(synthetic))))

@@ -15,7 +15,7 @@ from cifar_fast.errors import ConfigError
 from cifar_fast.interpret import (FILES, calibration_bins, confusion_table, expected_calibration_error,
                                   interpret_learner, interpret_run, per_class_table)
 from cifar_fast.recipe import DataConfig, Recipe
-from cifar_fast.train import train
+from cifar_fast.training import train
 
 SMALL = dict(widths=[8, 16, 32])  # as in test_train.py: an epoch of the fixture in well under a second
 N_TEST, N_CLASSES = 100, 10  # the synthetic fixture: 10 test images per class

@@ -11,7 +11,7 @@ from cifar_fast.callback.speed import (decoupled_hypers, lookahead_decay, lookah
                                        training_images)
 from cifar_fast.models.fastnet import whitening_weights
 from cifar_fast.recipe import DataConfig, Recipe, SpeedConfig, load_recipe
-from cifar_fast.train import build_dls, build_learner, train
+from cifar_fast.training import build_dls, build_learner, train
 from cifar_fast.tta import TTAModel, tta_views, view
 
 ROOT = Path(__file__).resolve().parents[1]

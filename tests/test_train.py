@@ -12,7 +12,7 @@ from PIL import Image
 
 from cifar_fast.recipe import DataConfig, Recipe
 from cifar_fast.rundir import read_json, run_state
-from cifar_fast.train import TrainingDiverged, build_dls, build_learner, run_lr_find, train
+from cifar_fast.training import TrainingDiverged, build_dls, build_learner, run_lr_find, train
 
 SMALL = dict(widths=[8, 16, 32])  # fastnet_cpu narrowed: an epoch of the fixture in well under a second
 

@@ -19,7 +19,7 @@ from cifar_fast.callback.wandb import WandbCallback, WandbWarning
 from cifar_fast.console import RunConsole
 from cifar_fast.recipe import DataConfig, Recipe, WandbConfig
 from cifar_fast.rundir import read_json, read_metrics, run_state
-from cifar_fast.train import train
+from cifar_fast.training import train
 
 WB = WandbConfig(enabled=True, mode='offline')
 WANDB_EXE = Path(sys.executable).with_name('wandb')  # the venv's CLI, the same version as the library
