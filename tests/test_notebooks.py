@@ -1,0 +1,72 @@
+"""Every notebook in nbs/ runs top to bottom headless (nbclient, a fresh kernel each), and is stored without outputs.
+
+Each runs in a copy of nbs/ beside a link to recipes/ (the notebooks read '../recipes/...'), so their run folders land
+in a temporary folder. The data is the shared JPEG archive when present, else a synthetic set large enough for the
+notebooks' default subset (2,000 training and 1,000 test images)."""
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / 'shared' / 'data' / 'cifar10.tgz'
+NBS = sorted((ROOT / 'nbs').glob('*.ipynb'))
+EXPECTED = ['00_quickstart', '01_recipes', '02_mixup_cutmix', '03_interpret', '04_custom_model', '05_wandb']
+
+
+def test_the_walkthrough_is_complete():
+    assert [p.stem for p in NBS] == EXPECTED
+
+
+@pytest.mark.parametrize('path', NBS, ids=lambda p: p.stem)
+def test_stored_without_outputs(path):
+    "Outputs and execution counts are stripped in the repository; clear them with `jupyter nbconvert --clear-output`."
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == 'code' and (c.outputs or c.execution_count)]
+    assert not dirty, f'{path.name}: cells {dirty} hold outputs; run `jupyter nbconvert --clear-output --inplace {path}`'
+    assert 'widgets' not in nb.metadata
+
+
+@pytest.mark.parametrize('path', NBS, ids=lambda p: p.stem)
+def test_uses_the_default_subset(path):
+    "The parameters cell switches between the small default run and the full data, nothing else."
+    src = nbformat.read(path, as_version=4).cells[1].source
+    assert 'FULL_DATA = False' in src and 'TRAIN_SIZE, VALID_SIZE, EPOCHS' in src
+
+
+@pytest.fixture(scope='module')
+def notebook_data(tmp_path_factory) -> Path:
+    if REAL_DATA.is_file(): return REAL_DATA
+    from cifar_fast.data.synthetic import make_synthetic_cifar
+    return make_synthetic_cifar(tmp_path_factory.mktemp('nb_data') / 'cifar10', n_train=200, n_test=100)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, notebook_data) -> Path:
+    "tmp/nbs (the notebooks run here) and tmp/recipes; the kernel inherits this environment."
+    (tmp_path / 'nbs').mkdir()
+    (tmp_path / 'recipes').symlink_to(ROOT / 'recipes')
+    monkeypatch.setenv('CIFAR_FAST_DATA', str(notebook_data))
+    # W&B files go into each run folder, as a user's would; the conftest's MPLBACKEND=Agg would stop inline figures
+    for var in ('WANDB_DIR', 'WANDB_DATA_DIR', 'WANDB_CACHE_DIR', 'MPLBACKEND'): monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
+    return tmp_path / 'nbs'
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize('path', NBS, ids=lambda p: p.stem)
+def test_runs_top_to_bottom(path, workdir):
+    from nbclient import NotebookClient
+    nb = nbformat.read(shutil.copy(path, workdir), as_version=4)
+    try: NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(workdir)}}).execute()
+    finally: nbformat.write(nb, workdir / path.name)  # the executed copy, outputs and all, to read after a failure
+    errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']
+    assert not errors
+    images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if 'image/png' in o.get('data', {})]
+    if path.stem != '05_wandb': assert images, f'{path.name} shows no figure'
+    runs = list((workdir / 'runs').glob('*/summary.json')) if (workdir / 'runs').is_dir() else []
+    if path.stem != '00_quickstart': assert runs, f'{path.name} finished no run'
