@@ -36,15 +36,6 @@ def full_run(synthetic, tmp_path_factory):
 def test_one_run_folder_disjoint_shards_and_rank0_accuracy_equals_evaluate(full_run):
     (d,) = list((full_run / 'runs').iterdir())
     assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2
-
-
-@pytest.mark.parametrize('argv, kept', [
-    (['train', 'r.py', '--epochs', '2', '--nproc', '2'], ['train', 'r.py', '--epochs', '2']),
-    (['train', 'r.py', '--nproc=4', '--lr', '4'], ['train', 'r.py', '--lr', '4']),
-    (['train', 'r.py', '--nproc', '3', '--seed', '3'], ['train', 'r.py', '--seed', '3'])])
-def test_the_hand_over_drops_only_the_nproc_option(argv, kept):
-    from cifar_fast.cli import without_nproc
-    assert without_nproc(argv) == kept
     assert [r['epoch'] for r in _rows(d)] == ['0', '1', '2']  # written once: one row per epoch, not one per rank
     ranks = [json.loads((full_run / f'rank{i}.json').read_text()) for i in range(2)]
     for a, b in zip(*ranks):  # each epoch: disjoint halves that together cover the 200 training images
