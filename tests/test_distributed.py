@@ -51,7 +51,9 @@ def test_a_dead_rank_fails_the_job_and_the_run_resumes(full_run, synthetic, tmp_
     (d,) = list(tmp_path.glob('dist-*'))
     assert run_state(d) == 'failed' and not (d / 'summary.json').exists()
     assert 'another process of this 2-process job died' in read_json(d / 'status.json')['error']
-    assert 'DistributedJobFailed' in p.stderr
+    # Rank 0 reports the failure unless torchrun's SIGTERM reaches it first (a race, lost more often on a busy
+    # machine); either way status.json above holds the message.
+    assert 'DistributedJobFailed' in p.stderr or 'Signal 15' in p.stderr, p.stderr[-3000:]
     p = torchrun(WORKER, '--resume', d, '--out', tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     (full,) = list((full_run / 'runs').iterdir())
