@@ -232,7 +232,7 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
     # 3. fit-time callbacks, then fit (resumed: weights, optimiser and position from the checkpoint)
     rec = RunRecorder(run_dir, rows=state['rows'] if state else None, log=lambda row, n: log('epoch', dict(row, n_epoch=n)))
     check_every = 10 if info.distributed else 1  # stopping is agreed across ranks, which costs a collective
-    stop, nan = GracefulStop(every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every if info.distributed else 1))
+    stop, nan = GracefulStop(every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every))
     lr, wd, group_scales = hypers(r, lr)
     cbs = [schedule_callback(r, lr[-1] if group_scales else lr, group_scales), rec,
            Checkpointer(run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state), stop, nan, *extra_cbs]
@@ -247,13 +247,14 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
         learn.create_opt(); learn.opt.load_state_dict(state['opt'])
         start_epoch = state['epoch'] + 1
     base_loss, outcome = learn.loss_func, 'failed'
+    resume_hint = f'cifar-fast train --resume {run_dir}'
     try:
         try:
             with distrib_ctx(learn, info, sync_bn=r.sync_bn):
                 learn.fit(r.epochs, lr=lr, wd=wd, cbs=cbs, reset_opt=state is None, start_epoch=start_epoch)
         except KeyboardInterrupt:
             outcome = 'interrupted'
-            status('interrupted', epoch=len(rec.rows), resume=f'cifar-fast train --resume {run_dir}')
+            status('interrupted', epoch=len(rec.rows), resume=resume_hint)
             raise
         except BaseException as e:
             if info.distributed and peer_failure(e):
@@ -279,7 +280,7 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
             raise TrainingDiverged(msg)
         if stop.requested:
             outcome = 'interrupted'
-            status('interrupted', epoch=len(rec.rows), signal=stop.signal_name, resume=f'cifar-fast train --resume {run_dir}')
+            status('interrupted', epoch=len(rec.rows), signal=stop.signal_name, resume=resume_hint)
             return RunResult(run_dir, dict(state='interrupted', epochs_completed=len(rec.rows)), learn)
         summary = dict(state='worker', rank=info.rank)
         if main:
