@@ -18,7 +18,7 @@ from fastai.callback.progress import ProgressCallback
 from cifar_fast.data import Augment, cifar_dls
 from cifar_fast.models import create_model
 from cifar_fast.rundir import cpu_model
-from cifar_fast.training import opt_func
+from cifar_fast.optim import opt_func
 from cifar_fast.recipe import Recipe
 
 

@@ -69,6 +69,15 @@ class SpeedConfig:
     lookahead_start: int = fld(3, 'first epoch of weight averaging', lo=0)
     lookahead_every: int = fld(5, 'steps between averaging updates', lo=1)
     sync_every: int = fld(1, 'read the loss back to the host every N batches (1 = fastai default; >1 for small nets on GPU)', lo=1)
+    muon: bool = fld(False, 'torch.optim.Muon for the conv filters (4-D weights), Nesterov SGD for the rest (airbench94_muon)')
+    muon_lr: float = fld(0.24, "peak lr of the filters under Muon, scheduled like `lr`; not converted by `decoupled`: "
+                         "Muon's step size does not depend on batch size or loss scale", lo=0, lo_open=True)
+    muon_momentum: float = fld(0.6, "Muon's Nesterov momentum (fixed: a one_cycle momentum schedule drives the SGD groups only)",
+                               lo=0, hi=1, hi_open=True)
+    muon_ns_steps: int = fld(3, 'Newton-Schulz iterations that orthogonalise each update (airbench: 3, torch default: 5)',
+                             lo=1, hi=99)
+    muon_normalize: bool = fld(True, 'rescale each filter bank to norm √(out channels) before every step (airbench)')
+    muon_wd: float = fld(0.0, "Muon's decoupled weight decay of the filters (w ← w·(1 − lr·wd)); moot when normalised", lo=0)
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,9 @@ def _validate_recipe(r: Recipe):
     validate(r.data, 'data.'); validate(r.speed, 'speed.'); validate(r.wandb, 'wandb.')
     if r.speed.decoupled and (r.opt != 'sgd' or isinstance(r.lr, str)):
         raise ConfigError("recipe field speed.decoupled=True needs opt='sgd' and a numeric lr (airbench's units).")
+    if r.speed.muon and r.opt != 'sgd':
+        raise ConfigError(f"recipe field speed.muon=True trains the filters with Muon and the rest with SGD: set opt='sgd' "
+                          f"(got opt={r.opt!r}).")
     if r.speed.whiten and not (r.model.startswith('fastnet')):
         raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), not {r.model!r}.")
     _check_model(r.model, r.model_kwargs)

@@ -16,7 +16,6 @@ from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
-from fastai.optimizer import OptimWrapper
 from fastai.torch_core import default_device, set_seed
 
 from .callback.mixup import mix_callbacks
@@ -28,6 +27,7 @@ from .callback.speed import (DeviceAccuracy, LazySync, Lookahead, WhiteningBias,
 from .data import Augment, cifar_dls
 from .errors import CifarFastError, ConfigError
 from .models import create_model
+from .optim import muon_splitter, opt_func
 from .recipe import LR_SUGGESTIONS, Recipe, from_dict, recipe_hash, to_dict
 from .console import RunConsole
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
@@ -52,13 +52,6 @@ def build_dls(r: Recipe, device=None, rank: int = 0, world_size: int = 1, progre
                      world_size=world, channels_last=r.channels_last, progress=progress)
 
 
-def opt_func(r: Recipe):
-    "torch's optimisers through fastai's `OptimWrapper` (fastai's own SGD has no Nesterov)."
-    if r.opt == 'sgd': return partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=r.momentum, nesterov=r.nesterov))
-    cls = torch.optim.Adam if r.opt == 'adam' else torch.optim.AdamW
-    return partial(OptimWrapper, opt=partial(cls, betas=(r.momentum, 0.99)))
-
-
 def loss_func(r: Recipe):
     "Cross-entropy with integer targets (so MixUp/CutMix mix the loss, not the labels) and optional smoothing."
     return CrossEntropyLossFlat(label_smoothing=r.label_smoothing, reduction=r.speed.loss_reduction)
@@ -66,10 +59,14 @@ def loss_func(r: Recipe):
 
 def hypers(r: Recipe, lr: float) -> tuple:
     """(lr, wd, per-group lr scales) for fit: airbench's decoupled units converted to torch's, and, with a BatchNorm
-    bias lr scale, one value per parameter group [norm biases, rest] with the bias decay scaled down to match."""
+    bias lr scale or Muon, one value per parameter group with the bias decay scaled down to match. The Muon group's
+    lr is `speed.muon_lr` as given (Muon normalises its step, so no batch-size conversion applies)."""
     wd = r.wd
     if r.speed.decoupled: lr, wd = decoupled_hypers(lr, r.wd, r.momentum, r.data.batch_size, r.speed.loss_reduction)
     s = r.speed.bias_lr_scale
+    if r.speed.muon:
+        scales, wds = [s, r.speed.muon_lr / lr, 1.], [wd / s, r.speed.muon_wd, wd]
+        return [lr * k for k in scales], wds, tuple(scales)
     if s == 1: return lr, wd, None
     return [lr * s, lr], [wd / s, wd], (s, 1.)
 
@@ -96,7 +93,8 @@ def build_learner(r: Recipe, dls, path: Path, precision: str):
         init_whitening(model.to(dls.device), dls)
     raw = model
     if r.compile: model = torch.compile(model)
-    splitter = norm_bias_splitter if r.speed.bias_lr_scale != 1 else all_params_splitter
+    if r.speed.muon: splitter = muon_splitter
+    else: splitter = norm_bias_splitter if r.speed.bias_lr_scale != 1 else all_params_splitter
     learn = Learner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path, model_dir='checkpoints',
                     metrics=DeviceAccuracy() if r.speed.sync_every > 1 else accuracy,  # same values, fewer syncs
                     splitter=splitter, cbs=learner_callbacks(r, precision))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastai.callback.schedule import (ParamScheduler, SchedCos, SchedLin, SchedNo, combine_scheds, combined_cos)
 
+from ..optim import MUON_GROUP
 from .speed import group_scaled
 
 
@@ -32,5 +33,16 @@ def schedule_callback(r, lr: float, group_scales=None) -> ParamScheduler:
     `group_scales` gives each parameter group its own multiple of the lr (e.g. airbench's BatchNorm-bias lr)."""
     sched = lr_schedule(r.schedule, lr, r.div, r.final_div, r.pct_start, r.warmup, r.milestones, r.gamma)
     scheds = {'lr': group_scaled(sched, group_scales) if group_scales else sched}
-    if r.schedule == 'one_cycle': scheds['mom'] = combined_cos(r.pct_start, *r.moms)
+    if r.schedule == 'one_cycle':
+        mom = combined_cos(r.pct_start, *r.moms)
+        scheds['mom'] = muon_fixed_momentum(mom, r.speed.muon_momentum) if r.speed.muon else mom
     return ParamScheduler(scheds)
+
+
+def muon_fixed_momentum(mom, muon_momentum: float):
+    "Per-group momentum for MuonSGD's groups: `mom(pct)` for the SGD groups, Muon's own momentum held fixed."
+    def f(pct):
+        m = [mom(pct)] * 3
+        m[MUON_GROUP] = muon_momentum
+        return m
+    return f
