@@ -68,6 +68,9 @@ class SpeedConfig:
     lookahead: bool = fld(False, 'lookahead-style weight averaging (airbench)')
     lookahead_start: int = fld(3, 'first epoch of weight averaging', lo=0)
     lookahead_every: int = fld(5, 'steps between averaging updates', lo=1)
+    ema: float = fld(0.0, "decay of an exponential moving average of the weights (timm's ModelEmaV3), which validation, "
+                     "the final evaluation and the export use; 0 = off", lo=0, hi=1, hi_open=True)
+    ema_warmup: bool = fld(True, "timm's decay warm-up, min(ema, 1 − (1 + step)^(−2/3)): early on the average follows the weights")
     sync_every: int = fld(1, 'read the loss back to the host every N batches (1 = fastai default; >1 for small nets on GPU)', lo=1)
     muon: bool = fld(False, 'torch.optim.Muon for the conv filters (4-D weights), Nesterov SGD for the rest (airbench94_muon)')
     muon_lr: float = fld(0.24, "peak lr of the filters under Muon, scheduled like `lr`; not converted by `decoupled`: "

@@ -22,9 +22,9 @@ from .callback.mixup import mix_callbacks
 from .callback.precision import precision_callbacks, resolve_precision
 from .callback.run import Checkpointer, GracefulStop, RunRecorder, StopOnNaN, rng_restore, rng_snapshot
 from .callback.schedule import schedule_callback
-from .callback.speed import (DeviceAccuracy, LazySync, Lookahead, WhiteningBias, all_params_splitter, decoupled_hypers,
+from .callback.speed import (DeviceAccuracy, LazySync, Lookahead, WeightEMA, WhiteningBias, all_params_splitter, decoupled_hypers,
                              init_whitening, norm_bias_splitter)
-from .data import Augment, cifar_dls
+from .data import Augment, cache_dir, cifar_dls
 from .errors import CifarFastError, ConfigError
 from .models import create_model
 from .optim import muon_splitter, opt_func
@@ -92,7 +92,9 @@ def build_learner(r: Recipe, dls, path: Path, precision: str):
     if r.speed.whiten:  # from the data, once; a resumed run loads the same weights from its checkpoint
         init_whitening(model.to(dls.device), dls)
     raw = model
-    if r.compile: model = torch.compile(model)
+    if r.compile:
+        compile_cache_dir()
+        model = torch.compile(model)
     if r.speed.muon: splitter = muon_splitter
     else: splitter = norm_bias_splitter if r.speed.bias_lr_scale != 1 else all_params_splitter
     learn = Learner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path, model_dir='checkpoints',
@@ -100,6 +102,13 @@ def build_learner(r: Recipe, dls, path: Path, precision: str):
                     splitter=splitter, cbs=learner_callbacks(r, precision))
     learn.raw_model = raw  # uncompiled module: for state dicts without `_orig_mod.` and for export
     return learn
+
+
+def compile_cache_dir() -> Path:
+    """torch.compile's on-disk caches (Inductor's FX-graph and kernel caches, on by default in torch) under cifar_fast's
+    cache folder instead of torch's default in /tmp, which a reboot empties: a rerun of a recipe on this machine loads
+    compiled code instead of compiling again. $TORCHINDUCTOR_CACHE_DIR, when set, wins."""
+    return Path(os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', str(cache_dir() / 'inductor')))
 
 
 def _quiet_progress(learn, show_progress: bool):
@@ -209,7 +218,8 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
         write_json(run_dir / 'env.json', environment(device, precision, r.seed, dict(
             data_source=str(getattr(dls, 'cifar_source', None)), classes=list(dls.vocab), n_train=len(dls.train.dataset),
             n_valid=len(dls.valid.dataset), params=n_params, world_size=info.world_size,
-            wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'))))
+            wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'),
+            compile_cache=str(compile_cache_dir()) if r.compile else None)))
     status('running', pid=os.getpid(), world_size=info.world_size)
     if main: log.open(run_dir)
     else: log = RunConsole()  # other ranks print nothing
@@ -232,8 +242,11 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
     check_every = 10 if info.distributed else 1  # stopping is agreed across ranks, which costs a collective
     stop, nan = GracefulStop(every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every))
     lr, wd, group_scales = hypers(r, lr)
+    ema = WeightEMA(r.speed.ema, r.speed.ema_warmup) if r.speed.ema else None
     cbs = [schedule_callback(r, lr[-1] if group_scales else lr, group_scales), rec,
-           Checkpointer(run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state), stop, nan, *extra_cbs]
+           Checkpointer(run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state, extras=dict(ema=ema) if ema else None),
+           stop, nan, *extra_cbs]
+    if ema: cbs.append(ema)
     if r.speed.lookahead: cbs.append(Lookahead(r.speed.lookahead_start, r.speed.lookahead_every))
     wb = _wandb_callback(r, run_dir, n_params, log)
     if wb is not None: cbs.append(wb)
@@ -316,7 +329,8 @@ def finish_run(learn, r: Recipe, rec: RunRecorder, run_dir: Path, n_params: int,
     best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
     # The Checkpointer's last.pth holds the last completed epoch; with checkpoint='best', SaveModelCallback has
     # already loaded its best.pth into the model (saved from the possibly compiled module: strip `_orig_mod.`).
-    last = torch.load(run_dir / 'checkpoints' / 'last.pth', weights_only=True)['model']
+    ck = torch.load(run_dir / 'checkpoints' / 'last.pth', weights_only=True)
+    last = ck['extra']['ema'] if r.speed.ema else ck['model']  # with speed.ema, the average is what was validated
     best = last
     if (run_dir / 'checkpoints' / 'best.pth').is_file():
         sd = torch.load(run_dir / 'checkpoints' / 'best.pth', weights_only=True)

@@ -125,3 +125,51 @@ def test_speed_recipes_run_a_short_epoch(name, synthetic, tmp_path):
     if name != 'quick': r = r.replace(model_kwargs=dict(widths=[16, 32, 32]))  # the full nets are slow on this CPU
     s = train(r, runs_root=tmp_path).summary
     assert s['epochs'] == 1 and s['test_accuracy_tta'] is not None
+
+
+def test_compile_caches_under_cifar_fast_and_reports_compile_time(fast_recipe, tmp_path, monkeypatch):
+    import json
+    monkeypatch.delenv('TORCHINDUCTOR_CACHE_DIR', raising=False)
+    monkeypatch.setenv('CIFAR_FAST_CACHE', str(tmp_path / 'cache'))
+    res = train(fast_recipe.replace(compile=True, epochs=1, tta=0), runs_root=tmp_path / 'runs')
+    cache = tmp_path / 'cache' / 'inductor'
+    assert json.loads((res.run_dir / 'env.json').read_text())['compile_cache'] == str(cache)
+    assert any(f.is_file() for f in cache.rglob('*'))  # Inductor wrote its compiled graphs there
+    assert res.summary['compile_seconds'] > 0 and res.summary['test_accuracy'] is not None
+
+
+def test_weight_ema_is_the_hand_computed_average_and_is_what_gets_validated(fast_recipe, tmp_path):
+    from fastai.callback.core import Callback
+
+    class Capture(Callback):  # the raw weights right after each optimiser step, as the average sees them
+        order = 66
+        def before_fit(self): self.seen = []
+        def after_step(self): self.seen.append({k: v.detach().clone() for k, v in self.learn.raw_model.state_dict().items()})
+    cap = Capture()
+    r = fast_recipe.replace(epochs=2, speed=SpeedConfig(ema=0.9, ema_warmup=False))
+    res = train(r, runs_root=tmp_path, extra_cbs=[cap])
+    avg = dict(cap.seen[0])  # timm's first update copies the weights (decay 0 at step 1)
+    for w in cap.seen[1:]:
+        avg = {k: 0.9 * avg[k] + 0.1 * w[k] if w[k].is_floating_point() else w[k] for k in w}
+    final = torch.load(res.run_dir / 'model.pth', weights_only=True)['last']
+    assert all(torch.allclose(final[k].float(), avg[k].float(), atol=1e-5) for k in avg)
+    assert not all(torch.allclose(final[k].float(), cap.seen[-1][k].float()) for k in avg)  # not the raw weights
+    rows = list(csv.DictReader(open(res.run_dir / 'metrics.csv')))
+    assert float(rows[-1]['accuracy']) == pytest.approx(res.summary['test_accuracy'], abs=1e-6)  # validated = evaluated
+
+
+def test_weight_ema_run_and_resume_match(fast_recipe, tmp_path):
+    import os
+    import signal
+
+    from fastai.callback.core import Callback
+
+    class Cut(Callback):
+        def after_batch(self):
+            if self.training and self.epoch == 2 and self.iter == 0: os.kill(os.getpid(), signal.SIGINT)
+    r = fast_recipe.replace(epochs=3, speed=SpeedConfig(ema=0.95))
+    full = train(r, runs_root=tmp_path / 'full').run_dir
+    cut = train(r, runs_root=tmp_path / 'cut', extra_cbs=[Cut()]).run_dir
+    train(None, resume=cut)
+    a, b = (torch.load(d / 'model.pth', weights_only=True)['last'] for d in (full, cut))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the average came back from the checkpoint

@@ -87,12 +87,14 @@ class Checkpointer(Callback):
     Recorder's smoothed loss, the trackers' best/wait and the metric rows; and puts it back on resume."""
     order = 71  # after the trackers (60) and fastai's SkipToEpoch (70)
 
-    def __init__(self, path: Path, model, recorder_cb: RunRecorder, state: dict | None = None):
+    def __init__(self, path: Path, model, recorder_cb: RunRecorder, state: dict | None = None, extras: dict | None = None):
+        "`extras`: name -> object with state_dict/load_state_dict (e.g. the weight average) saved and restored too."
         self.path, self.raw_model, self.run_rec, self.state = Path(path), model, recorder_cb, state
-        self.restored = state is None
+        self.extras, self.restored = extras or {}, state is None
 
     def before_fit(self):
         if self.state is None: return
+        for k, obj in self.extras.items(): obj.load_state_dict(self.state['extra'][k])
         sl = self.recorder.smooth_loss
         sl.val, sl.count = self.state['smooth_loss']
         for cb, st in zip(self._trackers(), self.state['trackers']):
@@ -112,7 +114,8 @@ class Checkpointer(Callback):
         torch_save(dict(epoch=int(self.epoch), n_epoch=int(self.n_epoch), model=self.raw_model.state_dict(),
                         opt=self.opt.state_dict(), rng=rng_snapshot(self.dls), rows=self.run_rec.rows,
                         smooth_loss=[torch.as_tensor(sl.val).as_subclass(torch.Tensor).clone(), sl.count], scaler=scaler.state_dict() if scaler is not None else None,
-                        trackers=[{k: getattr(cb, k) for k in ('best', 'wait') if hasattr(cb, k)} for cb in self._trackers()]),
+                        trackers=[{k: getattr(cb, k) for k in ('best', 'wait') if hasattr(cb, k)} for cb in self._trackers()],
+                        extra={k: obj.state_dict() for k, obj in self.extras.items()}),
                    self.path)
 
     def _trackers(self): return [cb for cb in self.learn.cbs if isinstance(cb, TrackerCallback)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from fastai.callback.core import Callback
+from fastai.callback.tracker import TrackerCallback
 from fastai.learner import AvgLoss, AvgSmoothLoss, Metric, Recorder
 from torch import nn
 
@@ -121,6 +122,38 @@ class Lookahead(Callback):
 
     def after_train(self):
         if self.avg is not None: lookahead_update(self.avg, self._model(), 1.)
+
+
+# ---- exponential moving average of the weights ------------------------------------------------------------------
+
+class WeightEMA(Callback):
+    """timm's `ModelEmaV3` average of the weights (BatchNorm statistics included), updated after every optimiser step,
+    with timm's decay warm-up if asked. Validation and the run's final evaluation and export use the average; training
+    goes on from the raw weights. The Checkpointer saves the average beside them (`state_dict`), so a resumed run
+    continues both exactly; the step count comes from the epoch and batch, as Lookahead's does."""
+    order = TrackerCallback.order + 5  # swap back after SaveModelCallback (60) saved what was validated, before the
+    # Checkpointer (71) saves the raw weights
+
+    def __init__(self, decay: float, warmup: bool = True): self.decay, self.warmup, self.raw = decay, warmup, None
+
+    def before_fit(self):
+        from timm.utils.model_ema import ModelEmaV3
+        self.ema = ModelEmaV3(self._model(), decay=self.decay, use_warmup=self.warmup)
+
+    def after_step(self): self.ema.update(self._model(), step=self.epoch * self.n_iter + self.iter + 1)
+
+    def before_validate(self):
+        model = self._model()
+        self.raw = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.ema.module.state_dict())
+
+    def _swap_out(self):
+        if self.raw is not None: self._model().load_state_dict(self.raw); self.raw = None
+    after_epoch = after_cancel_validate = after_cancel_epoch = after_cancel_fit = _swap_out
+
+    def state_dict(self) -> dict: return self.ema.module.state_dict()
+    def load_state_dict(self, sd: dict): self.ema.module.load_state_dict(sd)
+    def _model(self): return getattr(self.learn, 'raw_model', self.model)
 
 
 # ---- fewer host syncs -----------------------------------------------------------------------------------------
