@@ -44,7 +44,7 @@ def normalize_filters_(w: torch.Tensor) -> torch.Tensor:
 class MuonSGD:
     """One optimiser over the splitter's groups (see `muon_splitter`): group MUON_GROUP is stepped by `torch.optim.Muon`,
     the others by `torch.optim.SGD`. fastai's `OptimWrapper` drives it like any torch optimiser: `param_groups` holds
-    SGD's group dicts and one dict per Muon group whose params are the real 4-D filters, so schedules, freezing and
+    SGD's group dicts and, at MUON_GROUP, a dict whose params are the real 4-D filters, so schedules, freezing and
     the fp16 loss scaler see every parameter.
 
     Why a wrapper: torch's Muon accepts 2-D parameters only. Each filter is stepped through a 2-D shadow tensor (out,
