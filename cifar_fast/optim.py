@@ -70,8 +70,7 @@ class MuonSGD:
         self.muon = torch.optim.Muon([dict(groups[MUON_GROUP], params=self.shadows)], lr=lr, momentum=muon_momentum,
                                      nesterov=True, weight_decay=0., ns_steps=muon_ns_steps)
         # The dict fastai sets hyperparameters on; copied into Muon's own group (which holds the shadows) at each step.
-        self.muon_group = {k: v for k, v in self.muon.param_groups[0].items() if k != 'params'}
-        self.muon_group['params'] = filters
+        self.muon_group = {**self.muon.param_groups[0], 'params': filters}
 
     @property
     def param_groups(self) -> list[dict]:
@@ -94,7 +93,7 @@ class MuonSGD:
     @torch.no_grad()
     def step(self, closure=None):
         loss = self.sgd.step(closure)
-        self.muon.param_groups[0].update({k: v for k, v in self.muon_group.items() if k != 'params'})
+        self.muon.param_groups[0].update(self._hypers())
         self._bind()
         if self.normalize:
             for s in self.shadows:
