@@ -1,8 +1,6 @@
 """Muon for conv filters (speed.muon): MuonSGD steps exactly as torch.optim.Muon on the flattened filters and torch's
 SGD on the rest, keeps its state across a checkpoint, and trains and resumes through the Learner."""
 import io
-import os
-import signal
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ from torch import nn
 from cifar_fast.errors import ConfigError
 from cifar_fast.optim import BIAS_GROUP, MUON_GROUP, REST_GROUP, MuonSGD, muon_splitter, normalize_filters_
 from cifar_fast.recipe import DataConfig, Recipe, SpeedConfig
-from cifar_fast.training import train
+from helpers import assert_resume_matches
 
 
 def net(seed: int = 0) -> nn.Sequential:
@@ -99,18 +97,9 @@ def muon_recipe(synthetic):
 
 
 def test_muon_recipe_trains_with_per_group_hypers_and_resumes_exactly(muon_recipe, tmp_path):
-    from fastai.callback.core import Callback
-
-    class Cut(Callback):
-        def after_batch(self):
-            if self.training and self.epoch == 1 and self.iter == 1: os.kill(os.getpid(), signal.SIGINT)
-    full = train(muon_recipe, runs_root=tmp_path / 'full')
+    full = assert_resume_matches(muon_recipe, tmp_path, epoch=1, it=1)  # Muon's momentum buffers come back too
     hy = full.learn.opt.hypers
     assert hy[MUON_GROUP]['lr'] / hy[REST_GROUP]['lr'] == pytest.approx(0.05 / 0.02)
     assert hy[BIAS_GROUP]['lr'] / hy[REST_GROUP]['lr'] == pytest.approx(4)
     assert hy[MUON_GROUP]['mom'] == 0.6 and hy[REST_GROUP]['mom'] > 0.94  # one_cycle moves SGD's only
     assert hy[MUON_GROUP]['wd'] == 0 and full.summary['test_accuracy'] is not None
-    cut = train(muon_recipe, runs_root=tmp_path / 'cut', extra_cbs=[Cut()]).run_dir
-    train(None, resume=cut)
-    a, b = (torch.load(d / 'model.pth', weights_only=True)['last'] for d in (full.run_dir, cut))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # Muon's momentum buffers came back from the checkpoint

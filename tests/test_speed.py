@@ -13,6 +13,7 @@ from cifar_fast.models.fastnet import whitening_weights
 from cifar_fast.recipe import DataConfig, Recipe, SpeedConfig, load_recipe
 from cifar_fast.training import build_dls, build_learner, train
 from cifar_fast.tta import TTAModel, tta_views, view
+from helpers import assert_resume_matches
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,20 +102,8 @@ def test_lazy_sync_gives_the_same_epoch_metrics(fast_recipe, tmp_path):
 
 
 def test_lookahead_run_and_resume_match(fast_recipe, tmp_path):
-    import os
-    import signal
-
-    from fastai.callback.core import Callback
-
-    class Cut(Callback):
-        def after_batch(self):
-            if self.training and self.epoch == 2 and self.iter == 0: os.kill(os.getpid(), signal.SIGINT)
     r = fast_recipe.replace(epochs=4, speed=SpeedConfig(lookahead=True, lookahead_start=1, lookahead_every=2))
-    full = train(r, runs_root=tmp_path / 'full').run_dir
-    cut = train(r, runs_root=tmp_path / 'cut', extra_cbs=[Cut()]).run_dir
-    train(None, resume=cut)
-    a, b = (torch.load(d / 'model.pth', weights_only=True)['last'] for d in (full, cut))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_matches(r, tmp_path, epoch=2, it=0)
 
 
 @pytest.mark.parametrize('name', ['quick', 'speed94', 'speed95'])
@@ -159,17 +148,4 @@ def test_weight_ema_is_the_hand_computed_average_and_is_what_gets_validated(fast
 
 
 def test_weight_ema_run_and_resume_match(fast_recipe, tmp_path):
-    import os
-    import signal
-
-    from fastai.callback.core import Callback
-
-    class Cut(Callback):
-        def after_batch(self):
-            if self.training and self.epoch == 2 and self.iter == 0: os.kill(os.getpid(), signal.SIGINT)
-    r = fast_recipe.replace(epochs=3, speed=SpeedConfig(ema=0.95))
-    full = train(r, runs_root=tmp_path / 'full').run_dir
-    cut = train(r, runs_root=tmp_path / 'cut', extra_cbs=[Cut()]).run_dir
-    train(None, resume=cut)
-    a, b = (torch.load(d / 'model.pth', weights_only=True)['last'] for d in (full, cut))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # the average came back from the checkpoint
+    assert_resume_matches(fast_recipe.replace(epochs=3, speed=SpeedConfig(ema=0.95)), tmp_path, epoch=2, it=0)

@@ -1,8 +1,6 @@
 """Training runs on the synthetic fixture: the run folder, reproducibility, interrupt/resume, lr_find, mixing,
 divergence and precision."""
 import csv
-import json
-import os
 import signal
 
 import pytest
@@ -12,6 +10,7 @@ from PIL import Image
 
 from cifar_fast.recipe import DataConfig, Recipe
 from cifar_fast.rundir import read_json, run_state
+from helpers import SignalAt
 from cifar_fast.training import TrainingDiverged, build_dls, build_learner, run_lr_find, train
 
 SMALL = dict(widths=[8, 16, 32])  # fastnet_cpu narrowed: an epoch of the fixture in well under a second
@@ -64,18 +63,11 @@ def test_same_recipe_and_seed_give_identical_metrics(recipe, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-class _SignalAt(Callback):
-    "Send ourselves `sig` during batch `it` of epoch `epoch`, as a user's Ctrl-C or a scheduler's SIGTERM would."
-    def __init__(self, epoch, it, sig): self.at, self.sig = (epoch, it), sig
-    def after_batch(self):
-        if self.training and (self.epoch, self.iter) == self.at: os.kill(os.getpid(), self.sig)
-
-
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_then_resume_equals_uninterrupted(recipe, tmp_path, sig):
     r = recipe.replace(epochs=4, mixup=0.4)  # MixUp draws from the torch RNG: resume must restore it exactly
     full = train(r, runs_root=tmp_path / 'full').run_dir
-    res = train(r, runs_root=tmp_path / 'cut', extra_cbs=[_SignalAt(2, 1, sig)])
+    res = train(r, runs_root=tmp_path / 'cut', extra_cbs=[SignalAt(2, 1, sig)])
     d = res.run_dir
     assert res.summary['state'] == 'interrupted' and run_state(d) == 'interrupted'
     assert not (d / 'summary.json').exists() and len(_metrics(d)) == 2  # epochs 0 and 1 completed

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fastai.callback.core import Callback
 from rich.console import Console
 
 from cifar_fast.callback import wandb as W
@@ -20,6 +19,7 @@ from cifar_fast.console import RunConsole
 from cifar_fast.recipe import DataConfig, Recipe, WandbConfig
 from cifar_fast.rundir import read_json, read_metrics, run_state
 from cifar_fast.training import train
+from helpers import SignalAt
 
 WB = WandbConfig(enabled=True, mode='offline')
 WANDB_EXE = Path(sys.executable).with_name('wandb')  # the venv's CLI, the same version as the library
@@ -183,15 +183,8 @@ def test_server_probe_gives_up_quickly_without_a_server():
     assert time.perf_counter() - t0 < 2
 
 
-class _SignalAt(Callback):
-    "Send ourselves `sig` after batch `it` of epoch `epoch`, as a user's Ctrl-C would."
-    def __init__(self, epoch, it, sig): self.at, self.sig = (epoch, it), sig
-    def after_batch(self):
-        if self.training and (self.epoch, self.iter) == self.at: os.kill(os.getpid(), self.sig)
-
-
 def test_a_resumed_run_continues_the_same_wandb_run(recipe, tmp_path, local):
-    res = train(recipe, runs_root=tmp_path, extra_cbs=[_SignalAt(1, 0, signal.SIGINT)])
+    res = train(recipe, runs_root=tmp_path, extra_cbs=[SignalAt(1, 0, signal.SIGINT)])
     d = res.run_dir
     assert res.summary['state'] == 'interrupted'
     run_id = read_json(d / 'wandb.json')['id']
