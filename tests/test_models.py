@@ -1,8 +1,11 @@
 """The model zoo: every registered model builds, counts what it declares, trains a step, and survives fastai/timm."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import functools
+import sys
 
 import pytest
 import timm
@@ -12,8 +15,9 @@ from torch import nn
 
 from cifar_fast.errors import ConfigError
 from cifar_fast.models import (TIMM_PREFIX, create_model, list_models, model_info, models_table, register_model,
-                               register_with_timm)
+                               validate_model)
 from cifar_fast.models import registry, timm_adapter
+from cifar_fast.models.timm_adapter import add_to_timm
 from cifar_fast.models.fastnet import FastNet, dirac_init_, whitening_weights
 from cifar_fast.models.registry import count_macs, count_params
 from cifar_fast.models.resnet import BasicBlock, CifarResNet
@@ -29,12 +33,50 @@ ISSUE_PARAMS = {
 }
 # Small, fast nets covering every family, for the tests that train.
 SMALL = ['resnet20', 'resnet18_5m', 'resnet9', 'wrn16_4', 'vgg11', 'fastnet_cpu']
+# The options each entrypoint named in its signature before issue 15 passed **kwargs on to family builders, plus
+# FastNet's whiten_kernel, which its builder adds; a change here changes what recipes may set.
+FASTNET_OPTIONS = ('widths', 'whiten_kernel', 'whiten_width', 'scale', 'bn_momentum', 'bn_eps', 'train_bn_scale',
+                   'dirac')
+OPTIONS = {'resnet': ('shortcut', 'zero_init_residual', 'init'), 'resnet18': ('dropout', 'zero_init_residual', 'init'),
+           'resnet9': ('scale', 'zero_init_residual', 'init'), 'wrn': ('dropout', 'zero_init_residual', 'init'),
+           'vgg': ('head', 'hidden', 'dropout', 'init'), 'fastnet': FASTNET_OPTIONS}
+# A valid non-default value for every option above, to show each one reaches a builder that takes it.
+SAMPLE = dict(shortcut='B', zero_init_residual=True, init='default', dropout=0.1, scale=1., head='linear', hidden=64,
+              widths=(8, 16, 32), whiten_kernel=3, whiten_width=16, bn_momentum=0.1, bn_eps=1e-5, train_bn_scale=True,
+              dirac=False)
 
 
 @functools.lru_cache(maxsize=None)
 def built(name: str) -> nn.Module:
     "Each registered model built once (seed 0) for the whole file; the big ones take a while."
     return create_model(name, seed=0)
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    "The expected options of `name`, by the OPTIONS key its name starts with (the longest that matches)."
+    return OPTIONS[max((k for k in OPTIONS if name.startswith(k)), key=len)]
+
+
+def forget(name: str) -> None:
+    "Remove `name` from our registry and TIMM_PREFIX + name from timm's, which has no API for it."
+    from timm.models import _registry as timm_registry
+    registry._models.pop(name, None)
+    registry._measure.cache_clear()
+    timm_name = TIMM_PREFIX + name
+    fn = timm_registry._model_entrypoints.pop(timm_name, None)
+    if fn is None: return
+    timm_registry._module_to_models[timm_registry._model_to_module.pop(timm_name)].discard(timm_name)
+    names = getattr(sys.modules[fn.__module__], '__all__', [])  # timm.models.register_model appended it there
+    if timm_name in names: names.remove(timm_name)
+
+
+@contextlib.contextmanager
+def registered(name: str, fn, **decl):
+    "Register `fn` as `name` for the length of a with-block, then remove it from both registries."
+    try:
+        yield register_model(name, **{**dict(family='test', params=0, source='this test'), **decl})(fn)
+    finally:
+        forget(name)
 
 
 def batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +138,21 @@ def test_seeded_construction_is_repeatable_and_private(name):
     assert any(not torch.equal(a, b) for a, b in zip(other.parameters(), again.parameters()))
 
 
+@pytest.mark.parametrize('name', ALL)
+def test_options_and_unknown_kwarg(name, monkeypatch):
+    entry = registry._models[name]
+    assert entry.options == options_of(name)
+    validate_model(name, {opt: SAMPLE[opt] for opt in entry.options})
+
+    def must_not_build(**kwargs): raise AssertionError('create_model built the model before checking its options')
+    monkeypatch.setitem(registry._models, name, dataclasses.replace(entry, fn=must_not_build))
+    with pytest.raises(ConfigError, match=rf"{name}'.*no option 'dropuot'.*accepts: num_classes, seed, "):
+        create_model(name, dropuot=0.1)
+    # The arguments an entrypoint fixes (a depth, a widening factor) are not options either.
+    for fixed in ('depth', 'k', 'layers', 'stem', 'n'):
+        with pytest.raises(ConfigError, match=f"no option '{fixed}'"): create_model(name, **{fixed: 1})
+
+
 @pytest.mark.parametrize('name', SMALL)
 def test_one_sgd_step_lowers_loss(name):
     kw = dict(dropout=0.) if name == 'vgg11' else {}  # dropout would make the two losses incomparable
@@ -117,6 +174,24 @@ def test_unknown_name_names_it_and_suggests():
 def test_unknown_kwarg_names_it_and_lists_accepted():
     with pytest.raises(ConfigError, match=r"'zero_init'.*zero_init_residual.*accepts: num_classes, seed, shortcut"):
         create_model('resnet20', zero_init=True)
+    with pytest.raises(ConfigError, match=r"'wrn28_3_5' has no option 'dropuot'.*Did you mean: dropout"):
+        create_model('wrn28_3_5', dropuot=0.3)
+
+
+def test_validate_model():
+    state = torch.get_rng_state()
+    validate_model('wrn28_10', dict(dropout=0.3, num_classes=100, seed=1))  # 36M params, on the meta device
+    validate_model('timm/resnet18', {})
+    assert torch.equal(state, torch.get_rng_state()), 'validating must not draw from the global RNG'
+    for name, kw, match in [('resnet21', {}, "Unknown model 'resnet21'.*Did you mean: .*resnet20"),
+                            ('timm/resnet181', {}, "Unknown timm model 'resnet181'"),
+                            ('tim/resnet18', {}, "namespace 'tim'"),
+                            ('vgg11', dict(heads='linear'), "'vgg11' has no option 'heads'.*Did you mean: head"),
+                            ('vgg11', dict(head='conv'), "head must be 'mlp' or 'linear'"),
+                            ('resnet20', dict(num_classes=0), 'num_classes must be a positive int'),
+                            ('fastnet_cpu', dict(widths=3), "'fastnet_cpu' cannot be built with .*widths"),
+                            ('timm/resnet18', dict(foo=1), "rejected the options \\['foo'\\]")]:
+        with pytest.raises(ConfigError, match=match): validate_model(name, kw)
 
 
 def test_bad_values_raise_config_error():
@@ -137,20 +212,31 @@ def test_duplicate_registration_raises():
 
 
 def test_register_a_new_model_end_to_end():
-    @register_model(family='test', params=3 * 32 * 32 * 10 + 10, source='this test')
     def tiny_linear(num_classes: int = 10, bias: bool = True) -> nn.Module:
         "One linear layer on the flattened image."
         return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes, bias=bias))
-    try:
+    with registered('tiny_linear', tiny_linear, params=3 * 32 * 32 * 10 + 10):
         assert 'tiny_linear' in list_models('tiny_*')
         assert create_model('tiny_linear', num_classes=3)(batch(2)[0]).shape == (2, 3)
         info = model_info('tiny_linear')
         assert info['params'] == info['declared_params'] and info['macs'] == 3 * 32 * 32 * 10
         assert info['description'] == 'One linear layer on the flattened image.'
         with pytest.raises(ConfigError, match="'bais'.*Did you mean: bias"): create_model('tiny_linear', bais=False)
-    finally:
-        del registry._models['tiny_linear']
-        registry._measure.cache_clear()
+    assert 'tiny_linear' not in list_models() and not timm.is_model(TIMM_PREFIX + 'tiny_linear')
+
+
+def test_register_with_a_builder_checks_its_options():
+    def tiny_builder(width: int, num_classes: int = 10, bias: bool = True) -> nn.Module:
+        return nn.Linear(width, num_classes, bias=bias)
+
+    def tiny_wide(num_classes: int = 10, **kwargs) -> nn.Module: return tiny_builder(8, num_classes, **kwargs)
+    with pytest.raises(ConfigError, match=r"'tiny_wide'.*\*\*kwargs.*builder="):
+        register_model('tiny_wide', family='test', params=0, source='this test')(tiny_wide)
+    assert 'tiny_wide' not in list_models() and not timm.is_model(TIMM_PREFIX + 'tiny_wide')
+    with registered('tiny_wide', tiny_wide, builder=tiny_builder):
+        assert registry._models['tiny_wide'].options == ('bias',)  # width has no default: the entrypoint fixes it
+        assert create_model('tiny_wide', bias=False).bias is None
+        with pytest.raises(ConfigError, match="no option 'width'"): create_model('tiny_wide', width=3)
 
 
 def test_count_macs_by_hand():
@@ -233,7 +319,47 @@ def test_timm_names_do_not_clash():
     theirs = [n for n in timm.list_models() if timm.models.model_entrypoint(n).__module__ != timm_adapter.__name__]
     assert not [n for n in theirs if n.startswith(TIMM_PREFIX)]
     assert {TIMM_PREFIX + n for n in ALL} <= set(timm.list_models())
-    assert register_with_timm() == [], 'registering again must be a no-op'
+    before = timm.models.model_entrypoint(TIMM_PREFIX + 'resnet20')
+    assert add_to_timm('resnet20') == TIMM_PREFIX + 'resnet20', 'adding again must be a no-op'
+    assert timm.models.model_entrypoint(TIMM_PREFIX + 'resnet20') is before
+
+
+def test_registration_never_shadows_a_timm_name():
+    def cifar_zz_taken(pretrained=False, **kwargs): return nn.Linear(1, 1)
+    timm.models.register_model(cifar_zz_taken)  # someone else's model under our prefix
+    try:
+        with pytest.raises(ConfigError, match="timm already has a model 'cifar_zz_taken'"):
+            register_model('zz_taken', family='test', params=0, source='test')(lambda num_classes=10: nn.Linear(1, 1))
+        assert 'zz_taken' not in list_models(), 'a name timm refuses is not registered here either'
+        assert timm.models.model_entrypoint('cifar_zz_taken') is cifar_zz_taken
+    finally:
+        forget('zz_taken')
+    assert not timm.is_model('cifar_zz_taken')
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_timm_create_model_round_trip(name):
+    # Built on the meta device: the structure is what is compared, and meta costs no memory or init maths.
+    with torch.device('meta'):
+        ours, theirs = create_model(name, num_classes=7), timm.create_model(TIMM_PREFIX + name, num_classes=7)
+    assert type(theirs) is type(ours) and count_params(theirs) == count_params(ours)
+    assert {k: v.shape for k, v in theirs.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    assert list(theirs.parameters())[-1].shape[0] == 7, 'num_classes must reach the head (its weight or bias)'
+
+
+def test_model_registered_after_import_is_in_timm_at_once():
+    name = 'zz_after_import'  # unique: no built-in or timm model has it
+
+    def zz_after_import(num_classes: int = 10, width: int = 4) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, width), nn.Linear(width, num_classes))
+    assert not timm.is_model(TIMM_PREFIX + name)
+    with registered(name, zz_after_import):
+        m = timm.create_model(TIMM_PREFIX + name, num_classes=3, width=5, seed=0)
+        assert m(batch(2)[0]).shape == (2, 3) and m[1].out_features == 5
+        for k, v in create_model(name, num_classes=3, width=5, seed=0).state_dict().items():
+            assert torch.equal(v, m.state_dict()[k]), k
+        with pytest.raises(ConfigError, match="no option 'widht'"): timm.create_model(TIMM_PREFIX + name, widht=5)
+    assert not timm.is_model(TIMM_PREFIX + name) and name not in list_models()
 
 
 def test_timm_create_model_builds_ours():

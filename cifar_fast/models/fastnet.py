@@ -128,28 +128,25 @@ class FastNet(nn.Module):
 # bn_momentum is PyTorch's convention (weight of the new batch): airbench's 'batchnorm_momentum' 0.6 is the weight of
 # the old running value, i.e. momentum=1-0.6=0.4 here.
 
-@register_model(family='fastnet', params=1_972_792, source=_AIRBENCH + ', airbench94.py (widths 64/256/256)')
-def fastnet94(num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256), whiten_width: int | None = None,
-              scale: float = 1 / 9, bn_momentum: float = 0.4, bn_eps: float = 1e-12, train_bn_scale: bool = False,
-              dirac: bool = True) -> FastNet:
+# Each entrypoint fixes only the default widths; the other options are FastNet's parameters (whiten_kernel included:
+# init_whitening follows the stem's kernel size).
+
+@register_model(family='fastnet', params=1_972_792, source=_AIRBENCH + ', airbench94.py (widths 64/256/256)',
+                builder=FastNet)
+def fastnet94(num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256), **kwargs) -> FastNet:
     "airbench94's net (94% in ~10 epochs with its recipe): 1.97M params."
-    return FastNet(num_classes, widths, whiten_width=whiten_width, scale=scale, bn_momentum=bn_momentum,
-                   bn_eps=bn_eps, train_bn_scale=train_bn_scale, dirac=dirac)
+    return FastNet(num_classes, widths, **kwargs)
 
 
-@register_model(family='fastnet', params=4_606_520, source=_AIRBENCH + ', airbench95.py (widths 128/384/384)')
-def fastnet95(num_classes: int = 10, widths: tuple[int, int, int] = (128, 384, 384), whiten_width: int | None = None,
-              scale: float = 1 / 9, bn_momentum: float = 0.4, bn_eps: float = 1e-12, train_bn_scale: bool = False,
-              dirac: bool = True) -> FastNet:
+@register_model(family='fastnet', params=4_606_520, source=_AIRBENCH + ', airbench95.py (widths 128/384/384)',
+                builder=FastNet)
+def fastnet95(num_classes: int = 10, widths: tuple[int, int, int] = (128, 384, 384), **kwargs) -> FastNet:
     "airbench95's wider net (95% in 15 epochs with its recipe): 4.61M params."
-    return FastNet(num_classes, widths, whiten_width=whiten_width, scale=scale, bn_momentum=bn_momentum,
-                   bn_eps=bn_eps, train_bn_scale=train_bn_scale, dirac=dirac)
+    return FastNet(num_classes, widths, **kwargs)
 
 
-@register_model(family='fastnet', params=295_096, source=_AIRBENCH + ', narrowed to 32/64/128 for CPU runs')
-def fastnet_cpu(num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128), whiten_width: int | None = None,
-                scale: float = 1 / 9, bn_momentum: float = 0.4, bn_eps: float = 1e-12, train_bn_scale: bool = False,
-                dirac: bool = True) -> FastNet:
+@register_model(family='fastnet', params=295_096, source=_AIRBENCH + ', narrowed to 32/64/128 for CPU runs',
+                builder=FastNet)
+def fastnet_cpu(num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128), **kwargs) -> FastNet:
     "The airbench net at widths 32/64/128, small enough to train on a laptop CPU: 0.29M params."
-    return FastNet(num_classes, widths, whiten_width=whiten_width, scale=scale, bn_momentum=bn_momentum,
-                   bn_eps=bn_eps, train_bn_scale=train_bn_scale, dirac=dirac)
+    return FastNet(num_classes, widths, **kwargs)

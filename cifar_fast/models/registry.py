@@ -13,8 +13,8 @@ from torch import nn
 
 from ..errors import ConfigError, close_matches
 
-__all__ = ['ModelEntry', 'register_model', 'register_namespace', 'create_model', 'list_models', 'model_info',
-           'models_table', 'count_params', 'count_macs']
+__all__ = ['ModelEntry', 'register_model', 'register_namespace', 'register_bridge', 'create_model', 'validate_model',
+           'list_models', 'model_info', 'models_table', 'count_params', 'count_macs']
 
 # Models at or under this many parameters fit the "≤ 5M" budget the CLI table marks.
 PARAM_BUDGET = 5_000_000
@@ -29,17 +29,46 @@ class ModelEntry:
     params: int
     source: str
     description: str
+    options: tuple[str, ...] = ()  # keyword options besides num_classes and seed, in signature order
 
 
 _models: dict[str, ModelEntry] = {}
-# 'prefix' -> build(name, num_classes, **kwargs): other libraries' models, reached as create_model('prefix/name').
-# Filled by adapters (timm_adapter) so that this module imports none of them.
+# Filled by adapters (timm_adapter) so that this module imports none of them. _namespaces: 'prefix' ->
+# build(name, num_classes, **kwargs), other libraries' models reached as create_model('prefix/name'). _bridges:
+# hook(name), called for each of our models so that another library's registry can build it too.
 _namespaces: dict[str, Callable[..., nn.Module]] = {}
+_bridges: list[Callable[[str], None]] = []
 
 
-def register_model(name: str | None = None, *, family: str, params: int, source: str,
-                   description: str = '') -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    "Decorator registering `fn(num_classes=10, **kwargs) -> nn.Module` under `name` (default: the function's name)."
+def _defaulted(fn: Callable) -> tuple[list[str], bool]:
+    "Parameters of `fn` with a default, bar num_classes (the options a caller may set), and whether it takes **kwargs."
+    params = inspect.signature(fn).parameters.values()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+             and p.default is not p.empty and p.name != 'num_classes']
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _options(key: str, fn: Callable, builder: Callable | None) -> tuple[str, ...]:
+    "The entrypoint's own options, then, where it passes **kwargs on, those of `builder`."
+    own, passes_on = _defaulted(fn)
+    if not passes_on: return tuple(own)
+    # The builder's parameters without a default are the ones each entrypoint fixes (depth, width): not options.
+    theirs, unchecked = _defaulted(builder) if builder is not None else ([], True)
+    if unchecked:
+        what = getattr(builder or fn, '__qualname__', repr(builder or fn))
+        raise ConfigError(f"Model {key!r}: {what} takes **kwargs, so its options cannot be checked; pass "
+                          f"builder=<the function or class that lists them as parameters with defaults>.")
+    return tuple(dict.fromkeys(own + theirs))
+
+
+def register_model(name: str | None = None, *, family: str, params: int, source: str, description: str = '',
+                   builder: Callable[..., nn.Module] | None = None
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering `fn(num_classes=10, ...) -> nn.Module` under `name` (default: the function's name).
+
+    The options create_model accepts are `fn`'s parameters with a default; where `fn` passes `**kwargs` on to
+    `builder`, the builder's parameters with a default too. Every bridge (timm) learns the name at once.
+    """
     def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
         if key in _models:
@@ -50,7 +79,10 @@ def register_model(name: str | None = None, *, family: str, params: int, source:
         if not re.fullmatch(r'[a-z][a-z0-9_]*', key):
             raise ConfigError(f"Model name {key!r} must be lowercase letters, digits and '_', starting with a letter.")
         doc = description or (fn.__doc__ or '').strip().split('\n')[0]
-        _models[key] = ModelEntry(key, fn, family, int(params), source, doc)
+        entry = ModelEntry(key, fn, family, int(params), source, doc, _options(key, fn, builder))
+        # Bridges first: one that refuses the name (timm has it already) leaves the model unregistered everywhere.
+        for hook in _bridges: hook(key)
+        _models[key] = entry
         return fn
     return _register
 
@@ -58,6 +90,12 @@ def register_model(name: str | None = None, *, family: str, params: int, source:
 def register_namespace(prefix: str, build: Callable[..., nn.Module]) -> None:
     "Route `create_model('<prefix>/<name>', num_classes, **kw)` to `build(name, num_classes, **kw)`."
     _namespaces[prefix] = build
+
+
+def register_bridge(hook: Callable[[str], None]) -> None:
+    "Call `hook(name)` for every model registered so far and, from now on, inside each `register_model`."
+    for key in _models: hook(key)
+    _bridges.append(hook)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -72,20 +110,11 @@ def _entry(name: str) -> ModelEntry:
                       f"See cifar_fast.models.list_models(), or use 'timm/<name>' for a timm architecture.")
 
 
-def _accepted_kwargs(fn: Callable) -> list[str] | None:
-    "Keyword arguments `fn` takes besides num_classes, or None when it takes **kwargs (and so cannot be checked)."
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params): return None
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != 'num_classes']
-
-
 def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
-    accepted = _accepted_kwargs(entry.fn)
-    if accepted is None: return
     for k in kwargs:
-        if k not in accepted:
-            raise ConfigError(f"Model {entry.name!r} has no option {k!r}.{close_matches(k, accepted)} "
-                              f"It accepts: num_classes, seed{''.join(', ' + a for a in accepted)}.")
+        if k not in entry.options:
+            raise ConfigError(f"Model {entry.name!r} has no option {k!r}.{close_matches(k, entry.options)} "
+                              f"It accepts: num_classes, seed{''.join(', ' + a for a in entry.options)}.")
 
 
 def create_model(name: str, num_classes: int = 10, seed: int | None = None, **kwargs) -> nn.Module:
@@ -110,6 +139,17 @@ def create_model(name: str, num_classes: int = 10, seed: int | None = None, **kw
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return build()
+
+
+def validate_model(name: str, kwargs: dict[str, Any]) -> None:
+    "Raise ConfigError for an unknown model (ours or 'timm/<arch>') or an option or value it refuses; no real build."
+    # create_model checks the name and the option names before building. Values (shortcut='C', widths=3) only fail
+    # in the builder, so build on the meta device: no memory, no init maths, milliseconds even for wrn28_10.
+    try:
+        with torch.device('meta'): create_model(name, **kwargs)
+    except ConfigError: raise
+    except (TypeError, ValueError) as e:  # a builder's own complaint about a value, e.g. tuple(3) for widths=3
+        raise ConfigError(f"Model {name!r} cannot be built with {kwargs}: {e}") from e
 
 
 def count_params(model: nn.Module) -> int:

@@ -13,9 +13,11 @@ from .registry import register_model
 __all__ = ['ConvBN', 'ShortcutA', 'BasicBlock', 'CifarResNet', 'ResNet', 'ResNet9', 'init_resnet_']
 
 _HE = 'He et al. 2016, Deep Residual Learning for Image Recognition (arXiv:1512.03385), sec. 4.2'
-_KUANGLIU = 'kuangliu/pytorch-cifar ResNet18 (He et al. 2016 blocks with a 3x3 CIFAR stem)'
-_SEED = 'seed doc: ResNet-18 layout with one block per stage (He et al. 2016 blocks)'
-_PAGE = 'D. Page, How to train your ResNet (myrtle.ai 2018), DAWNBench ResNet-9'
+_KUANGLIU = ('github.com/kuangliu/pytorch-cifar, models/resnet.py ResNet18: He et al. 2016 (arXiv:1512.03385) '
+             'ResNet-18 with a 3x3 CIFAR stem')
+_HE18 = ('He et al. 2016 (arXiv:1512.03385), table 1 ResNet-18 with one basic block per stage instead of two, and its '
+         '7x7/2 stem without the max-pool')
+_PAGE = 'D. Page, How to train your ResNet (myrtle.ai 2018), github.com/davidcpage/cifar10-fast, dawn.py'
 
 
 class ConvBN(nn.Sequential):
@@ -155,62 +157,70 @@ class ResNet9(nn.Module):
         return self.fc(self.flatten(self.pool(x))) * self.scale
 
 
+def _cifar_resnet(depth: int, num_classes: int = 10, shortcut: str = 'A', zero_init_residual: bool = False,
+                  init: str = 'kaiming') -> CifarResNet:
+    "He et al.'s CIFAR ResNet-`depth` (6n+2 layers); its parameters with a default are the options of resnet20…110."
+    if (depth - 2) % 6 or depth < 8: raise ConfigError(f"CIFAR ResNet depth must be 6n+2 with n ≥ 1, got {depth}.")
+    return CifarResNet((depth - 2) // 6, num_classes, shortcut=shortcut, zero_init_residual=zero_init_residual,
+                       init=init)
+
+
+def _resnet(layers: tuple[int, ...], stem: str, num_classes: int = 10, dropout: float = 0.,
+            zero_init_residual: bool = False, init: str = 'kaiming') -> ResNet:
+    "A four-stage ResNet with `layers` blocks and `stem`; its parameters with a default are resnet18*'s options."
+    return ResNet(layers, num_classes, stem=stem, dropout=dropout, zero_init_residual=zero_init_residual, init=init)
+
+
 # He et al.'s CIFAR nets: n blocks per stage, 6n+2 layers; counts include BN and the 64→10 classifier. The paper's
 # CIFAR experiments use option A (sec. 4.2), so that is the default; shortcut='B' adds two 1×1 conv-BN projections
 # (2,752 params: 16→32 and 32→64), e.g. 272,474 for resnet20.
 
-@register_model(family='resnet', params=269_722, source=_HE)
-def resnet20(num_classes: int = 10, shortcut: str = 'A', zero_init_residual: bool = False,
-             init: str = 'kaiming') -> CifarResNet:
+@register_model(family='resnet', params=269_722, source=_HE, builder=_cifar_resnet)
+def resnet20(num_classes: int = 10, **kwargs) -> CifarResNet:
     "ResNet-20 for CIFAR (n=3), option-A shortcuts: 0.27M params."
-    return CifarResNet(3, num_classes, shortcut=shortcut, zero_init_residual=zero_init_residual, init=init)
+    return _cifar_resnet(20, num_classes, **kwargs)
 
 
-@register_model(family='resnet', params=464_154, source=_HE)
-def resnet32(num_classes: int = 10, shortcut: str = 'A', zero_init_residual: bool = False,
-             init: str = 'kaiming') -> CifarResNet:
+@register_model(family='resnet', params=464_154, source=_HE, builder=_cifar_resnet)
+def resnet32(num_classes: int = 10, **kwargs) -> CifarResNet:
     "ResNet-32 for CIFAR (n=5), option-A shortcuts: 0.46M params."
-    return CifarResNet(5, num_classes, shortcut=shortcut, zero_init_residual=zero_init_residual, init=init)
+    return _cifar_resnet(32, num_classes, **kwargs)
 
 
-@register_model(family='resnet', params=658_586, source=_HE)
-def resnet44(num_classes: int = 10, shortcut: str = 'A', zero_init_residual: bool = False,
-             init: str = 'kaiming') -> CifarResNet:
+@register_model(family='resnet', params=658_586, source=_HE, builder=_cifar_resnet)
+def resnet44(num_classes: int = 10, **kwargs) -> CifarResNet:
     "ResNet-44 for CIFAR (n=7), option-A shortcuts: 0.66M params."
-    return CifarResNet(7, num_classes, shortcut=shortcut, zero_init_residual=zero_init_residual, init=init)
+    return _cifar_resnet(44, num_classes, **kwargs)
 
 
-@register_model(family='resnet', params=853_018, source=_HE)
-def resnet56(num_classes: int = 10, shortcut: str = 'A', zero_init_residual: bool = False,
-             init: str = 'kaiming') -> CifarResNet:
+@register_model(family='resnet', params=853_018, source=_HE, builder=_cifar_resnet)
+def resnet56(num_classes: int = 10, **kwargs) -> CifarResNet:
     "ResNet-56 for CIFAR (n=9), option-A shortcuts: 0.85M params."
-    return CifarResNet(9, num_classes, shortcut=shortcut, zero_init_residual=zero_init_residual, init=init)
+    return _cifar_resnet(56, num_classes, **kwargs)
 
 
-@register_model(family='resnet', params=1_727_962, source=_HE)
-def resnet110(num_classes: int = 10, shortcut: str = 'A', zero_init_residual: bool = False,
-              init: str = 'kaiming') -> CifarResNet:
+@register_model(family='resnet', params=1_727_962, source=_HE, builder=_cifar_resnet)
+def resnet110(num_classes: int = 10, **kwargs) -> CifarResNet:
     "ResNet-110 for CIFAR (n=18), option-A shortcuts: 1.73M params."
-    return CifarResNet(18, num_classes, shortcut=shortcut, zero_init_residual=zero_init_residual, init=init)
+    return _cifar_resnet(110, num_classes, **kwargs)
 
 
-@register_model(family='resnet', params=4_910_922, source=_SEED)
-def resnet18_5m(num_classes: int = 10, dropout: float = 0., zero_init_residual: bool = False,
-                init: str = 'kaiming') -> ResNet:
+@register_model(family='resnet', params=4_910_922, source=_HE18, builder=_resnet)
+def resnet18_5m(num_classes: int = 10, **kwargs) -> ResNet:
     "7×7/2 stem (no max-pool), one basic block per stage (64/128/256/512), projection shortcuts: 4.91M params."
+    # He et al.'s ResNet-18 has [2, 2, 2, 2] blocks (11.69M at 1000 classes); one per stage brings it under 5M, and
+    # dropping the 3×3/2 max-pool keeps a 2×2 map at the end of a 32×32 input instead of 1×1.
     # 4,910,922 = stem 9,536 + blocks 73,984 / 230,144 / 919,040 / 3,673,088 + FC 5,130; maps 16→16→8→4→2.
-    return ResNet((1, 1, 1, 1), num_classes, stem='7x7', dropout=dropout, zero_init_residual=zero_init_residual,
-                  init=init)
+    return _resnet((1, 1, 1, 1), '7x7', num_classes, **kwargs)
 
 
-@register_model(family='resnet', params=11_173_962, source=_KUANGLIU)
-def resnet18(num_classes: int = 10, dropout: float = 0., zero_init_residual: bool = False,
-             init: str = 'kaiming') -> ResNet:
+@register_model(family='resnet', params=11_173_962, source=_KUANGLIU, builder=_resnet)
+def resnet18(num_classes: int = 10, **kwargs) -> ResNet:
     "CIFAR ResNet-18: 3×3 stem 64, [2, 2, 2, 2] basic blocks, projection shortcuts: 11.17M params."
-    return ResNet((2, 2, 2, 2), num_classes, stem='3x3', dropout=dropout, zero_init_residual=zero_init_residual,
-                  init=init)
+    return _resnet((2, 2, 2, 2), '3x3', num_classes, **kwargs)
 
 
+# The only ResNet-9, so its signature is its own and needs no builder; ResNet9's `widths` stays fixed at Page's.
 @register_model(family='resnet', params=6_573_120, source=_PAGE)
 def resnet9(num_classes: int = 10, scale: float = 0.125, zero_init_residual: bool = False,
             init: str = 'kaiming') -> ResNet9:

@@ -1,5 +1,5 @@
 """timm in both directions: any timm architecture as `create_model('timm/<name>')`, and every cifar_fast model
-inside timm as `timm.create_model('cifar_<name>')`."""
+inside timm as `timm.create_model('cifar_<name>')`, from the moment it is registered (see `add_to_timm`)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,9 +8,9 @@ import timm
 from torch import nn
 
 from ..errors import ConfigError, close_matches
-from .registry import create_model, list_models
+from .registry import create_model
 
-__all__ = ['TIMM_PREFIX', 'create_timm_model', 'register_with_timm']
+__all__ = ['TIMM_PREFIX', 'create_timm_model', 'add_to_timm']
 
 # Prefix of our names inside timm's registry. No timm 1.0.31 architecture starts with 'cifar' (checked against
 # timm.list_models(); tests/test_models.py re-checks it), so 'cifar_resnet18' cannot shadow timm's 'resnet18'.
@@ -51,16 +51,15 @@ def _timm_entrypoint(name: str, timm_name: str) -> Callable[..., nn.Module]:
     return entrypoint
 
 
-def register_with_timm(prefix: str = TIMM_PREFIX) -> list[str]:
-    "Register every cifar_fast model not yet in timm as `<prefix><name>`; return the timm names added."
-    added = []
-    for name in list_models():
-        timm_name = prefix + name
-        if timm.is_model(timm_name):
-            if timm.models.model_entrypoint(timm_name).__module__ == __name__: continue  # ours, from an earlier call
-            raise ConfigError(f"timm already has a model {timm_name!r}; register cifar_fast's {name!r} under "
-                              f"another prefix than {prefix!r}.")
-        # timm.models.register_model also appends the name to this module's __all__ (its bookkeeping, unused here).
-        timm.models.register_model(_timm_entrypoint(name, timm_name))
-        added.append(timm_name)
-    return added
+def add_to_timm(name: str) -> str:
+    "Register cifar_fast's `name` in timm as `TIMM_PREFIX + name` (a no-op if ours already); return the timm name."
+    # models/__init__.py makes this a registry bridge, so register_model calls it for every model, built-in or not.
+    timm_name = TIMM_PREFIX + name
+    if timm.is_model(timm_name):
+        # Ours already: a name removed from our registry (a test's cleanup) and registered again. The entrypoint
+        # looks the model up by name when called, so it serves the new registration as it is.
+        if timm.models.model_entrypoint(timm_name).__module__ == __name__: return timm_name
+        raise ConfigError(f"timm already has a model {timm_name!r}; register cifar_fast's {name!r} under another name.")
+    # timm.models.register_model also appends the name to this module's __all__ (its bookkeeping, unused here).
+    timm.models.register_model(_timm_entrypoint(name, timm_name))
+    return timm_name

@@ -9,7 +9,8 @@ from .registry import register_model
 
 __all__ = ['VGG', 'VGG_STAGES']
 
-_VGG = 'Simonyan & Zisserman 2014 (arXiv:1409.1556) configs A/B/D/E, with BN; CIFAR head from the seed doc'
+_VGG = ('Simonyan & Zisserman 2014 (arXiv:1409.1556) configs A/B/D/E, with BN; 512-512-10 head as in '
+        'github.com/szagoruyko/cifar.torch, models/vgg_bn_drop.lua, less its first dropout and hidden BN')
 
 # Convs per stage for configs A, B, D and E of the VGG paper's table 1; the stage widths are 64/128/256/512/512.
 VGG_STAGES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -38,8 +39,9 @@ class VGG(nn.Module):
         # A no-op at 32×32 (the map is already 1×1); it keeps larger inputs working.
         self.pool, self.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten()
         if head == 'mlp':
-            # The seed doc's FC-dropout-FC, with the ReLU that keeps the two FCs from collapsing into one linear map;
-            # 0.5 is the VGG paper's dropout rate for its FC layers (sec. 3.1).
+            # The VGG paper's FC-ReLU-dropout classifier cut to one hidden FC of 512, the width of CIFAR's pooled
+            # features, like Zagoruyko's cifar.torch vgg_bn_drop.lua (which adds a dropout before it and a BN after
+            # it); 0.5 is the VGG paper's dropout rate for its FC layers (sec. 3.1).
             p = 0.5 if dropout is None else dropout
             self.head = nn.Sequential(nn.Linear(ni, hidden), nn.ReLU(inplace=True), nn.Dropout(p),
                                       nn.Linear(hidden, num_classes))
@@ -64,32 +66,34 @@ class VGG(nn.Module):
         return self.head(self.flatten(self.pool(self.features(x))))
 
 
+def _vgg(depth: int, num_classes: int = 10, head: str = 'mlp', hidden: int = 512, dropout: float | None = None,
+         init: str = 'kaiming') -> VGG:
+    "VGG-`depth` with BN; its parameters with a default are the options of vgg11…vgg19 (depth is the name's)."
+    return VGG(depth, num_classes, head=head, hidden=hidden, dropout=dropout, init=init)
+
+
 # Declared counts are for the default MLP head (512→512→10); head='linear' removes 262,656 (512×512 + 512), so
 # vgg16 with head='linear' has 14,728,266 as kuangliu/pytorch-cifar's VGG16.
 
-@register_model(family='vgg', params=9_493_770, source=_VGG)
-def vgg11(num_classes: int = 10, head: str = 'mlp', hidden: int = 512, dropout: float | None = None,
-          init: str = 'kaiming') -> VGG:
+@register_model(family='vgg', params=9_493_770, source=_VGG, builder=_vgg)
+def vgg11(num_classes: int = 10, **kwargs) -> VGG:
     "VGG-11 (config A) with BN: 9.49M params (9.23M with head='linear')."
-    return VGG(11, num_classes, head=head, hidden=hidden, dropout=dropout, init=init)
+    return _vgg(11, num_classes, **kwargs)
 
 
-@register_model(family='vgg', params=9_678_666, source=_VGG)
-def vgg13(num_classes: int = 10, head: str = 'mlp', hidden: int = 512, dropout: float | None = None,
-          init: str = 'kaiming') -> VGG:
+@register_model(family='vgg', params=9_678_666, source=_VGG, builder=_vgg)
+def vgg13(num_classes: int = 10, **kwargs) -> VGG:
     "VGG-13 (config B) with BN: 9.68M params (9.42M with head='linear')."
-    return VGG(13, num_classes, head=head, hidden=hidden, dropout=dropout, init=init)
+    return _vgg(13, num_classes, **kwargs)
 
 
-@register_model(family='vgg', params=14_990_922, source=_VGG)
-def vgg16(num_classes: int = 10, head: str = 'mlp', hidden: int = 512, dropout: float | None = None,
-          init: str = 'kaiming') -> VGG:
+@register_model(family='vgg', params=14_990_922, source=_VGG, builder=_vgg)
+def vgg16(num_classes: int = 10, **kwargs) -> VGG:
     "VGG-16 (config D) with BN: 14.99M params (14.73M with head='linear')."
-    return VGG(16, num_classes, head=head, hidden=hidden, dropout=dropout, init=init)
+    return _vgg(16, num_classes, **kwargs)
 
 
-@register_model(family='vgg', params=20_303_178, source=_VGG)
-def vgg19(num_classes: int = 10, head: str = 'mlp', hidden: int = 512, dropout: float | None = None,
-          init: str = 'kaiming') -> VGG:
+@register_model(family='vgg', params=20_303_178, source=_VGG, builder=_vgg)
+def vgg19(num_classes: int = 10, **kwargs) -> VGG:
     "VGG-19 (config E) with BN: 20.30M params (20.04M with head='linear')."
-    return VGG(19, num_classes, head=head, hidden=hidden, dropout=dropout, init=init)
+    return _vgg(19, num_classes, **kwargs)
