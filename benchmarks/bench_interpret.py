@@ -70,11 +70,12 @@ def _timed(fn):
 def time_inference(run: str, repeats: int, q) -> None:
     "Child: load the run and its test loader, then time `predict_loader` alone, `repeats` times."
     _prepare()
-    from cifar_fast.inference import load_run, predict_loader
-    from cifar_fast.interpret import split_loader
+    from cifar_fast.inference import load_run, run_dls
+    from cifar_fast.interpret import split_dl
+    from cifar_fast.predictions import predict_loader
     before = peak_rss_mib()
     r, model = load_run(run)
-    dl = split_loader(r, 'test')
+    dl = split_dl(run_dls(r, run), 'test')
     out = dict(seconds=[], cores=[], rss_before=before)
     for _ in range(repeats):
         (probs, targs, losses), wall, cores = _timed(lambda: predict_loader(model, dl))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifar_fast.callback.speed import decoupled_hypers
+from cifar_fast.optim import decoupled_hypers
 from cifar_fast.data import augment as A
 from cifar_fast.data import cifar_data
 from cifar_fast.models import create_model

@@ -1,4 +1,17 @@
-"""cifar_fast: fast, honest CIFAR-10 training on fastai — model zoo, recipes, W&B, interpretation."""
+"""cifar_fast: fast, honest CIFAR-10 training on fastai — model zoo, recipes, W&B, interpretation.
+
+Layers, bottom to top. A module imports only from its own layer or the ones below, never in a circle, not even lazily
+inside a function (tests/test_layers.py reads every import and holds the package to this table):
+
+    0  errors, console, plots, interpret_plots   messages, rendering, figures: no cifar_fast logic
+    1  data, models, optim, rundir, tta,         the pieces: images, nets, optimisers, files of a run folder, one
+       predictions                               prediction pass and the result every report derives from
+    2  recipe, distributed                       the Recipe value; process groups
+    3  callback                                  fastai callbacks of our own
+    4  training                                  recipe -> Learner -> fit -> run folder
+    5  inference, interpret, sweep               using finished runs; sweep configs
+    6  cli                                       the command line
+"""
 import warnings
 
 # fastai.layers calls torch.jit.script at import time, which torch 2.14 deprecates; nothing a user can act on.
@@ -12,7 +25,7 @@ __version__ = '0.1.0'
 # Heavy parts (torch, fastai) load on first use, so `import cifar_fast` and recipe files stay fast.
 # (The training module is `training`, not `train`: a submodule named like the function would replace it as
 # `cifar_fast.train` as soon as anything imported the submodule.)
-_LAZY = {'train': 'training', 'lr_find': 'training', 'RunResult': 'training', 'build_dls': 'training',
+_LAZY = {'train': 'training', 'lr_find': 'training', 'RunResult': 'training', 'recipe_dls': 'data',
          'build_learner': 'training',
          'cifar_dls': 'data', 'cifar_data': 'data', 'Augment': 'data', 'make_synthetic_cifar': 'data',
          'create_model': 'models', 'list_models': 'models', 'model_info': 'models', 'register_model': 'models',

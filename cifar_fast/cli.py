@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .console import RunConsole
-from .errors import CifarFastError
+from .errors import CifarFastError, ConfigError
 
 # Outside a terminal rich would wrap at 80 columns; logs read better wide.
 console = Console() if sys.stdout.isatty() else Console(width=150)
@@ -184,7 +184,8 @@ def cmd_predict(args) -> int:
 
 def cmd_interpret(args) -> int:
     "Confusion matrix, per-class scores, most-confused pairs, top losses and calibration for a run, as files and tables."
-    from .interpret import confusion_table, interpret_run, per_class_table
+    from .console import confusion_table, per_class_table
+    from .interpret import interpret_run
     with console.status(f'Predicting the {args.split} split…'):
         res = interpret_run(args.run_dir, split=args.split, top_losses=args.top_losses, tta=args.tta_level,
                             trust_pickle=args.trust_pickle, subset=args.subset, data=args.data)
@@ -209,6 +210,59 @@ def cmd_models(args) -> int:
         t.add_row(row['name'], row['family'], f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:,.0f}M",
                   '[green]yes[/green]' if fits else '[dim]no[/dim]', row['source'])
     console.print(t)
+    return 0
+
+
+def add_sweep_parser(subparsers):
+    "`cifar-fast sweep RECIPE --param NAME=V1,V2 ...`"
+    from . import sweep
+    hlp = 'write a W&B sweep config (YAML) for a recipe and print how to run it'
+    s = subparsers.add_parser('sweep', help=hlp, description=hlp, allow_abbrev=False)
+    s.add_argument('recipe_path', metavar='RECIPE', help='recipe file, e.g. recipes/quick.py')
+    s.add_argument('--param', action='append', default=[], metavar='NAME=V1,V2',
+                   help='a recipe field and its values, e.g. --param lr=0.05,0.1 (repeat for more fields)')
+    s.add_argument('--method', default='grid', choices=sweep.METHODS, help='search method (default grid)')
+    s.add_argument('--metric', default='accuracy', help=f"maximise: {', '.join(sweep.METRICS)} or none (default accuracy)")
+    s.add_argument('--project', help="W&B project (default: the recipe's wandb.project)")
+    s.add_argument('--entity', help="W&B entity (default: the recipe's wandb.entity, else your default entity)")
+    s.add_argument('--out', help='the YAML file to write (default: sweeps/<recipe name>.yaml)')
+    s.add_argument('--count', type=int, help='end the sweep after N runs (run_cap), and `wandb agent --count N`')
+    s.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    "Validate the parameters, write the sweep YAML, and print the commands that create and run the sweep."
+    import json
+    import math
+    import shlex
+
+    from rich.markup import escape
+
+    from .recipe import load_recipe
+    from .sweep import plain_value, parse_params, sweep_config, write_sweep
+    r = load_recipe(args.recipe_path)
+    params = parse_params(args.param, r)
+    if args.metric == 'accuracy_tta' and not all(t > 0 for t in params.get('tta', [r.tta])):
+        raise ConfigError('--metric accuracy_tta needs tta > 0 in every run (the recipe or --param tta=1,2).')
+    project, entity = args.project or r.wandb.project, args.entity or r.wandb.entity
+    cfg = sweep_config(args.recipe_path, params, args.method, args.metric, project, entity, args.count)
+    out = write_sweep(cfg, args.out or Path('sweeps') / f'{r.name}.yaml')
+    t = Table('parameter', 'values')
+    for k, vs in params.items(): t.add_row(k, escape(', '.join(json.dumps(plain_value(v)) for v in vs)))
+    console.print(t)
+    n = math.prod(len(vs) for vs in params.values())
+    runs = f'{min(n, args.count or n)} runs' if args.method == 'grid' else f"{args.count or 'unlimited'} runs"
+    goal = f"maximising {cfg['metric']['name']}" if 'metric' in cfg else 'no metric'
+    where = f"{entity + '/' if entity else ''}{project}/<sweep_id>"
+    agent = f"wandb agent {f'--count {args.count} ' if args.count else ''}{where}"
+    one = ' '.join(shlex.quote(f'--{k}={plain_value(vs[0])}') for k, vs in params.items())
+    console.print(f"{args.method} sweep of {escape(cfg['program'])}: {runs}, {goal}; "
+                  f'written to [bold]{escape(str(out))}[/bold]\n'
+                  f'Create the sweep:  [bold]wandb sweep {escape(out.as_posix())}[/bold]\n'
+                  f'Run an agent:      [bold]{escape(agent)}[/bold]  (<sweep_id>: the id `wandb sweep` prints; run it '
+                  f'from this folder with this environment active)\n'
+                  f'[dim]Sweeps need the W&B server and `wandb login`. One parameter set here, without W&B: '
+                  f"cifar-fast train {escape(cfg['program'])} {escape(one)}[/dim]")
     return 0
 
 
@@ -265,7 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument('--trust-pickle', action='store_true', help='load export.pkl instead of model.pth + recipe.json')
     i.set_defaults(func=cmd_interpret)
 
-    from .sweep import add_sweep_parser
     add_sweep_parser(sub)
 
     m = sub.add_parser('models', help='list the model zoo with parameter counts and MACs')

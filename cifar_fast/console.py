@@ -1,7 +1,10 @@
-"""How a run reads: one-line events and the closing summary table, rendered with rich for terminal and log file."""
+"""How results read: a run's one-line events and closing summary table, and an interpretation's confusion matrix and
+per-class scores, rendered with rich for terminal and log file. Rendering only: the numbers come computed."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from rich.console import Console
 from rich.table import Table
@@ -21,8 +24,9 @@ class RunConsole:
     def open(self, run_dir: Path):
         "Append to run_dir/console.log (a resumed run continues the same log)."
         self.close()
+        # force_jupyter=False: inside a notebook kernel rich would send this console's output to the notebook instead.
         self.file = Console(file=open(Path(run_dir) / 'console.log', 'a', buffering=1), width=110, no_color=True,
-                            force_terminal=False)
+                            force_terminal=False, force_jupyter=False)
 
     def __call__(self, kind: str, p: dict):
         if kind == 'start':
@@ -36,7 +40,7 @@ class RunConsole:
             sugg = ', '.join(f'{k} {v:.2e}' for k, v in p.items() if k in ('valley', 'slide', 'minimum', 'steep'))
             self.print(f"lr_find: {sugg} → using {p['chosen']} = [bold]{p['lr']:.3e}[/bold]")
         elif kind == 'epoch':
-            self.print(f"epoch {p['epoch'] + 1:>3}/{p['n_epoch']}  train_loss {p['train_loss']:.4f}  valid_loss "
+            self.print(f"epoch {p['epoch']:>3}/{p['n_epoch']}  train_loss {p['train_loss']:.4f}  valid_loss "
                        f"{p['valid_loss']:.4f}  accuracy {100 * p['accuracy']:6.2f}%  lr {p['lr']:.2e}  {p['seconds']:.1f}s",
                        terminal=self.echo_epochs)
         elif kind == 'end':
@@ -51,14 +55,47 @@ def summary_table(s: dict) -> Table:
     t = Table(title=f"{s['recipe']} — {s['model']}", title_justify='left', show_header=False)
     t.add_column(style='dim'); t.add_column(justify='right')
     acc = f"{100 * s['test_accuracy']:.2f}%"
-    rows = [('test accuracy', f'[bold green]{acc}[/bold green] ({s["checkpoint"]} weights, {s["n_test"]:,} images)')]
+    weights = s['checkpoint'] + (f" {s['weights_average'].upper()}-averaged" if s.get('weights_average') else '')
+    rows = [('test accuracy', f'[bold green]{acc}[/bold green] ({weights} weights, {s["n_test"]:,} images)')]
     if s.get('test_accuracy_tta') is not None:
         rows.append((f"with TTA (level {s['tta_level']})", f"{100 * s['test_accuracy_tta']:.2f}%"))
-    rows += [('best epoch', f"{s['best_epoch'] + 1} ({100 * s['best_epoch_accuracy']:.2f}%)"),
+    rows += [('best epoch', f"{s['best_epoch']} ({100 * s['best_epoch_accuracy']:.2f}%)"),
              ('epochs', f"{s['epochs']}/{s['epochs_planned']}" + (' (stopped early)' if s['stopped_early'] else '')),
              ('parameters', f"{s['params']:,}"), ('wall time', f"{s['wall_seconds']:.1f} s"),
              ('training', f"{s['train_images_per_sec']:,.0f} images/s ({s['precision']})")]
     if s.get('compile_seconds'): rows.append(('compile', f"{s['compile_seconds']:.1f} s"))
     rows.append(('run folder', str(s['run_dir'])))
     for k, v in rows: t.add_row(k, v)
+    return t
+
+
+def confusion_table(res, width: int = 5) -> Table:
+    "The confusion matrix as a rich Table: actual rows, predicted columns (names cut to `width`), diagonal in green."
+    cm = res.confusion
+    hi = max(int((cm - np.diag(np.diag(cm))).max()), 1)
+    t = Table(title=f'confusion matrix · {res.split} · {res.n:,} images · accuracy {100 * res.accuracy:.2f}%',
+              caption='rows: actual · columns: predicted', header_style='bold')
+    t.add_column('actual', style='bold')
+    for c in res.classes: t.add_column(c[:width], justify='right')
+    t.add_column('total', justify='right', style='dim')
+    for i, c in enumerate(res.classes):
+        cells = [(f'[bold green]{v}[/]' if i == j else f'[red]{v}[/]' if v >= max(hi // 2, 1) else
+                  f'[dim]{v}[/]' if v == 0 else str(v)) for j, v in enumerate(cm[i].tolist())]
+        t.add_row(c, *cells, str(int(cm[i].sum())))
+    return t
+
+
+def per_class_table(res) -> Table:
+    "Precision, recall, F1, one-vs-rest accuracy and support per class, with macro averages, as a rich Table."
+    pc = res.per_class
+    t = Table(title=f'per class · {res.split} · ECE {100 * res.ece:.2f}% · mean CE {res.loss:.4f}',
+              header_style='bold', show_footer=True)
+    cols = ('precision', 'recall', 'f1', 'accuracy')
+    t.add_column('class', footer='macro avg / total')
+    for k in cols: t.add_column(k, justify='right', footer=f'{pc[k].mean():.3f}')
+    t.add_column('support', justify='right', footer=f'{int(pc["support"].sum()):,}')
+    worst = int(np.argmin(pc['f1']))
+    for i, c in enumerate(res.classes):
+        t.add_row(c, *(f'{pc[k][i]:.3f}' for k in cols), str(int(pc['support'][i])),
+                  style='yellow' if i == worst else None)
     return t

@@ -1,19 +1,24 @@
-"""Using a finished run: rebuild the model from recipe.json and load model.pth with `torch.load(weights_only=True)`.
+"""Using a finished run: rebuild the model from recipe.json and load model.pth with `torch.load(weights_only=True)`;
+the images are normalised with the statistics, and named with the classes, that data.json records for the run.
 A pickled export.pkl can run arbitrary code when loaded, so it is only used with an explicit `trust_pickle=True`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .errors import ConfigError
+from .data import CIFAR_STATS, recipe_dls
+from .errors import ConfigError, DataError
+from .predictions import predict_loader
 from .recipe import Recipe, from_dict
 from .rundir import check_run_dir, read_json
 
+WEIGHTS = ('selected', 'best', 'last')
+
 
 def load_run(run_dir: str | Path, weights: str = 'selected', trust_pickle: bool = False, device='cpu'):
-    "(recipe, model in eval mode) of a run; `weights` is 'selected' (the recipe's checkpoint policy), 'best' or 'last'."
+    "(recipe, model in eval mode) of a run; `weights` is 'selected' (the run's chosen weights), 'best' or 'last'."
+    if weights not in WEIGHTS: raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, not {weights!r}.")
     d = check_run_dir(run_dir, ('recipe.json', 'export.pkl' if trust_pickle else 'model.pth'))
     r = from_dict(read_json(d / 'recipe.json')['recipe'])
     if trust_pickle:
@@ -22,41 +27,41 @@ def load_run(run_dir: str | Path, weights: str = 'selected', trust_pickle: bool 
     else:
         from .models import create_model
         state = torch.load(d / 'model.pth', weights_only=True, map_location=device)
-        key = state['selected'] if weights == 'selected' else weights
-        if key not in ('best', 'last'): raise ConfigError(f"weights must be 'selected', 'best' or 'last', not {weights!r}.")
         model = create_model(r.model, **r.model_kwargs)
-        model.load_state_dict(state[key])
+        model.load_state_dict(state[state['selected'] if weights == 'selected' else weights])
     return r, model.to(device).eval()
 
 
-@torch.no_grad()
-def predict_loader(model, dl, tta: int = 0):
-    "(probabilities, targets, per-image cross-entropy losses) over `dl` in dataset order, computed once."
-    from .tta import TTAModel
-    net = TTAModel(model, tta).eval() if tta else model.eval()
-    dl = dl.new(shuffle=False, drop_last=False)
-    logits, targs = [], []
-    for x, y in dl:
-        logits.append(net(x).float().cpu()); targs.append(y.cpu())
-    logits, targs = torch.cat(logits), torch.cat(targs).as_subclass(torch.Tensor)
-    return logits.softmax(1), targs, F.cross_entropy(logits, targs, reduction='none')
+def run_data(run_dir: str | Path) -> dict:
+    """What the run's model expects of its inputs: `classes` (in output order) and `stats` ((mean, std) per channel),
+    from data.json. Runs written before data.json existed fall back to env.json's classes and fastai's cifar_stats,
+    the only statistics those runs could have used."""
+    d = Path(run_dir)
+    if (d / 'data.json').is_file():
+        info = read_json(d / 'data.json')
+        return dict(classes=list(info['classes']), stats=(tuple(info['mean']), tuple(info['std'])))
+    env = read_json(d / 'env.json') if (d / 'env.json').is_file() else {}
+    return dict(classes=env.get('classes'), stats=CIFAR_STATS)
 
 
-def eval_dls(r: Recipe, data=None, device='cpu', valid_size=None):
-    "The recipe's data (no augmentation needed) for evaluating a run; `data` overrides where the images are."
-    import dataclasses
-
-    from .training import build_dls
-    d = dataclasses.replace(r.data, source=str(data) if data else r.data.source,
-                            **({'valid_size': valid_size} if valid_size else {}))
-    return build_dls(dataclasses.replace(r, data=d), device, progress=False)
+def run_dls(r: Recipe, run_dir: str | Path, data=None, device='cpu', **changes):
+    """The run's DataLoaders for evaluation (fast engine: both engines normalise identically), normalised as the run
+    was; refused when the data's classes are not the ones the model was trained on."""
+    info = run_data(run_dir)
+    dls = recipe_dls(r, device, progress=False, source=str(data) if data else None, engine='fast', stats=info['stats'],
+                     **changes)
+    if info['classes'] is not None and list(info['classes']) != [str(c) for c in dls.vocab]:
+        raise DataError(f"run {run_dir} was trained on classes {info['classes']}, but its data"
+                        f"{' (' + str(data) + ')' if data else ''} has {list(dls.vocab)}: point --data at the data it "
+                        f"was trained on.")
+    return dls
 
 
 def evaluate_run(run_dir, tta: int = 0, data=None, trust_pickle: bool = False, weights: str = 'selected',
                  device='cpu') -> dict:
     "Test accuracy of a run's weights (optionally with TTA), recomputed from model.pth and the recipe's data."
     r, model = load_run(run_dir, weights, trust_pickle, device)
-    dls = eval_dls(r, data, device)
+    dls = run_dls(r, run_dir, data, device)
     probs, targs, losses = predict_loader(model, dls.valid, tta)
     return dict(accuracy=float((probs.argmax(1) == targs).float().mean()), loss=float(losses.mean()),
                 n=len(targs), tta=tta, weights=weights, recipe=r.name, model=r.model)
@@ -68,18 +73,14 @@ def predict_images(run_dir, images, trust_pickle: bool = False, device='cpu', to
     from .data import augment as A
     from .data.fast import _to_uint8_chw
     r, model = load_run(run_dir, 'selected', trust_pickle, device)
-    classes = read_json(Path(run_dir) / 'env.json').get('classes') or _classes_of(r)
+    info = run_data(run_dir)
+    classes = info['classes'] or [str(c) for c in recipe_dls(r, progress=False).vocab]
     out = []
     for img in images:
         if not Path(img).is_file(): raise ConfigError(f"image {img} does not exist.")
-        x = A.normalize(_to_uint8_chw(Path(img))[None].to(device))
+        x = A.normalize(_to_uint8_chw(Path(img))[None].to(device), *info['stats'])
         p = model(x).float().softmax(1)[0].cpu()
         vals, idx = p.topk(min(top, len(p)))
         out.append(dict(image=str(img), label=classes[int(idx[0])], prob=float(vals[0]),
                         top=[(classes[int(i)], float(v)) for v, i in zip(vals, idx)]))
     return out
-
-
-def _classes_of(r: Recipe):
-    from .data import cifar_data
-    return cifar_data(r.data.source, progress=False).classes

@@ -10,8 +10,43 @@ import torch
 from fastai.optimizer import OptimWrapper
 from torch import nn
 
-from .callback.speed import norm_bias_splitter
 from .errors import ConfigError
+
+# ---- hyperparameters decoupled from batch size and momentum -----------------------------------------------------
+
+def decoupled_hypers(lr: float, wd: float, momentum: float, bs: int, reduction: str = 'mean') -> tuple[float, float]:
+    """airbench's units -> (lr, weight_decay) for torch's Nesterov SGD. `lr` is per 1024 examples and divided by the
+    Nesterov step growth 1 + 1/(1 - momentum), so the average step no longer moves with momentum or batch size;
+    `wd` is the decay per 1024 examples, independent of lr. With a mean loss the lr is scaled back up by `bs`."""
+    kilostep = 1024 * (1 + 1 / (1 - momentum))
+    lr_sum = lr / kilostep  # the lr for a summed loss
+    decay_per_step = wd * bs / kilostep
+    torch_lr = lr_sum * bs if reduction == 'mean' else lr_sum
+    return torch_lr, decay_per_step / torch_lr  # torch's L2 term is multiplied by the lr again
+
+
+# ---- a separate learning rate for BatchNorm biases ----------------------------------------------------------------
+
+def norm_bias_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
+    """[BatchNorm biases, everything else]; fastai reports the lr of its last group, the main one. Frozen parameters
+    stay in (torch skips params without grads): groups must not change size when a callback freezes one, since
+    fastai's `export` rebuilds the optimiser and reloads its state."""
+    norm_ids = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.bias is not None}
+    params = list(model.parameters())
+    return [[p for p in params if id(p) in norm_ids], [p for p in params if id(p) not in norm_ids]]
+
+
+def all_params_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
+    """One group of every parameter, frozen ones included: fastai's default `trainable_params` drops frozen ones, so
+    after a callback freezes one mid-fit (the whitening bias), `export`'s optimiser rebuild no longer matches."""
+    return [list(model.parameters())]
+
+
+def group_scaled(sched, scales):
+    "A schedule returning one value per parameter group: `sched(pct) * scale` for each of `scales`."
+    def f(pct): return [sched(pct) * s for s in scales]
+    return f
+
 
 # With speed.muon the splitter makes three groups in this order; the schedule and hyperparameters index them.
 BIAS_GROUP, MUON_GROUP, REST_GROUP = 0, 1, 2
@@ -137,3 +172,23 @@ def opt_func(r):
     if r.opt == 'sgd': return partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=r.momentum, nesterov=r.nesterov))
     cls = torch.optim.Adam if r.opt == 'adam' else torch.optim.AdamW
     return partial(OptimWrapper, opt=partial(cls, betas=(r.momentum, 0.99)))
+
+
+def splitter(r):
+    "The recipe's parameter groups: Muon's three, BatchNorm biases apart when they get their own lr, else one group."
+    if r.speed.muon: return muon_splitter
+    return norm_bias_splitter if r.speed.bias_lr_scale != 1 else all_params_splitter
+
+
+def hypers(r, lr: float) -> tuple:
+    """(lr, wd, per-group lr scales) for fit: airbench's decoupled units converted to torch's, and, with a BatchNorm
+    bias lr scale or Muon, one value per parameter group with the bias decay scaled down to match. The Muon group's
+    lr is `speed.muon_lr` as given (Muon normalises its step, so no batch-size conversion applies)."""
+    wd = r.wd
+    if r.speed.decoupled: lr, wd = decoupled_hypers(lr, r.wd, r.momentum, r.data.batch_size, r.speed.loss_reduction)
+    s = r.speed.bias_lr_scale
+    if r.speed.muon:
+        scales, wds = [s, r.speed.muon_lr / lr, 1.], [wd / s, r.speed.muon_wd, wd]
+        return [lr * k for k in scales], wds, tuple(scales)
+    if s == 1: return lr, wd, None
+    return [lr * s, lr], [wd / s, wd], (s, 1.)

@@ -26,14 +26,17 @@ def _split(text: str) -> list[str]:
     return [v.strip() for v in [*out, cur] if v.strip()]
 
 
-def _plain(v):
+def plain_value(v):
     "A value as YAML/JSON holds it (tuples become lists): what the W&B server stores and the agent formats back."
-    return [_plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+    return [plain_value(x) for x in v] if isinstance(v, (tuple, list)) else v
 
 
 def _check(r: Recipe, over: dict, what: str):
     "Build the Recipe with `over` applied; any failure is a ConfigError naming the parameter and value."
-    try: apply_overrides(r, over)
+    from .models import validate_model
+    try:
+        new = apply_overrides(r, over)
+        validate_model(new.model, new.model_kwargs)
     except ConfigError as e: raise ConfigError(f'--param {what}: {e}') from None
     except Exception as e:  # a model builder's own error, e.g. TypeError for model_kwargs.widths=3
         raise ConfigError(f'--param {what}: the model rejects it ({type(e).__name__}: {e}).') from None
@@ -46,7 +49,7 @@ def _values(key: str, texts: list[str], r: Recipe) -> list:
         try: v = parse_overrides([f'--{key}={t}'])[key]
         except ConfigError as e: raise ConfigError(f'--param {key}={t}: {e}') from None
         if v in values: raise ConfigError(f'--param {key}={t}: value given twice.')
-        shown = f'--{key}={_plain(v)}'  # the agent's ${args}: f'--{name}={value}' of the value the server stores
+        shown = f'--{key}={plain_value(v)}'  # the agent's ${args}: f'--{name}={value}' of the value the server stores
         try: back = parse_overrides([shown])[key]
         except ConfigError: back = None
         if back != v:
@@ -75,7 +78,7 @@ def parse_params(specs: list[str], recipe: Recipe) -> dict[str, list]:
         params[key] = _values(key, _split(text), recipe)
     combos = list(itertools.islice(itertools.product(*params.values()), MAX_COMBOS + 1))
     for c in combos if len(combos) <= MAX_COMBOS else ():  # e.g. data.policy needs data.engine='datablock'
-        _check(recipe, dict(zip(params, c)), ' '.join(f'{k}={json.dumps(_plain(v))}' for k, v in zip(params, c)))
+        _check(recipe, dict(zip(params, c)), ' '.join(f'{k}={json.dumps(plain_value(v))}' for k, v in zip(params, c)))
     return params
 
 
@@ -95,7 +98,7 @@ def sweep_config(recipe_path: str | Path, params: dict[str, list], method: str =
     path = Path(recipe_path).as_posix()
     cfg = dict(name=f"{Path(path).stem}: {', '.join(params)}", program=path, method=method)
     if metric: cfg['metric'] = dict(name=METRICS[metric], goal='maximize')
-    cfg['parameters'] = {k: dict(values=[_plain(v) for v in vs]) for k, vs in params.items()}
+    cfg['parameters'] = {k: dict(values=[plain_value(v) for v in vs]) for k, vs in params.items()}
     # W&B's macros: ${env} -> /usr/bin/env, ${interpreter} -> python (from PATH), ${args} -> --key=value per parameter
     cfg['command'] = ['${env}', '${interpreter}', '-m', 'cifar_fast.cli', 'train', path, '--wandb', '${args}']
     cfg.update({k: v for k, v in dict(project=project, entity=entity, run_cap=run_cap).items() if v is not None})
@@ -121,57 +124,3 @@ def sweep_groups(run_dirs) -> dict[str | None, list[Path]]:
         except (OSError, ValueError): sid = None
         groups.setdefault(sid, []).append(d)
     return groups
-
-
-# ---- command line ---------------------------------------------------------------------------------------------
-
-def add_sweep_parser(subparsers):
-    "`cifar-fast sweep RECIPE --param NAME=V1,V2 ...`"
-    hlp = 'write a W&B sweep config (YAML) for a recipe and print how to run it'
-    s = subparsers.add_parser('sweep', help=hlp, description=hlp, allow_abbrev=False)
-    s.add_argument('recipe_path', metavar='RECIPE', help='recipe file, e.g. recipes/quick.py')
-    s.add_argument('--param', action='append', default=[], metavar='NAME=V1,V2',
-                   help='a recipe field and its values, e.g. --param lr=0.05,0.1 (repeat for more fields)')
-    s.add_argument('--method', default='grid', choices=METHODS, help='search method (default grid)')
-    s.add_argument('--metric', default='accuracy', help=f"maximise: {', '.join(METRICS)} or none (default accuracy)")
-    s.add_argument('--project', help="W&B project (default: the recipe's wandb.project)")
-    s.add_argument('--entity', help="W&B entity (default: the recipe's wandb.entity, else your default entity)")
-    s.add_argument('--out', help='the YAML file to write (default: sweeps/<recipe name>.yaml)')
-    s.add_argument('--count', type=int, help='end the sweep after N runs (run_cap), and `wandb agent --count N`')
-    s.set_defaults(func=cmd_sweep)
-
-
-def cmd_sweep(args) -> int:
-    "Validate the parameters, write the sweep YAML, and print the commands that create and run the sweep."
-    import math
-    import shlex
-
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .cli import console
-    from .recipe import load_recipe
-    r = load_recipe(args.recipe_path)
-    params = parse_params(args.param, r)
-    if args.metric == 'accuracy_tta' and not all(t > 0 for t in params.get('tta', [r.tta])):
-        raise ConfigError('--metric accuracy_tta needs tta > 0 in every run (the recipe or --param tta=1,2).')
-    project, entity = args.project or r.wandb.project, args.entity or r.wandb.entity
-    cfg = sweep_config(args.recipe_path, params, args.method, args.metric, project, entity, args.count)
-    out = write_sweep(cfg, args.out or Path('sweeps') / f'{r.name}.yaml')
-    t = Table('parameter', 'values')
-    for k, vs in params.items(): t.add_row(k, escape(', '.join(json.dumps(_plain(v)) for v in vs)))
-    console.print(t)
-    n = math.prod(len(vs) for vs in params.values())
-    runs = f'{min(n, args.count or n)} runs' if args.method == 'grid' else f"{args.count or 'unlimited'} runs"
-    goal = f"maximising {cfg['metric']['name']}" if 'metric' in cfg else 'no metric'
-    where = f"{entity + '/' if entity else ''}{project}/<sweep_id>"
-    agent = f"wandb agent {f'--count {args.count} ' if args.count else ''}{where}"
-    one = ' '.join(shlex.quote(f'--{k}={_plain(vs[0])}') for k, vs in params.items())
-    console.print(f"{args.method} sweep of {escape(cfg['program'])}: {runs}, {goal}; "
-                  f'written to [bold]{escape(str(out))}[/bold]\n'
-                  f'Create the sweep:  [bold]wandb sweep {escape(out.as_posix())}[/bold]\n'
-                  f'Run an agent:      [bold]{escape(agent)}[/bold]  (<sweep_id>: the id `wandb sweep` prints; run it '
-                  f'from this folder with this environment active)\n'
-                  f'[dim]Sweeps need the W&B server and `wandb login`. One parameter set here, without W&B: '
-                  f"cifar-fast train {escape(cfg['program'])} {escape(one)}[/dim]")
-    return 0

@@ -1,18 +1,18 @@
-"""recipe -> (dls, model) -> Learner + callbacks -> fit -> run folder. The CLI, recipe scripts and notebooks all
-come through `train` and `lr_find` here."""
+"""recipe -> (dls, model) -> Learner + callbacks -> fit -> run folder, told as a short story of named steps in
+`_train`. The CLI, recipe scripts and notebooks all come through `train` and `lr_find` here."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import minimum, slide, steep, valley
-from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
@@ -20,55 +20,29 @@ from fastai.torch_core import default_device, set_seed
 
 from .callback.mixup import mix_callbacks
 from .callback.precision import precision_callbacks, resolve_precision
-from .callback.run import Checkpointer, GracefulStop, RunRecorder, StopOnNaN, rng_restore, rng_snapshot
+from .callback.run import BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, rng_restore, rng_snapshot
 from .callback.schedule import schedule_callback
-from .callback.speed import (DeviceAccuracy, LazySync, Lookahead, WeightEMA, WhiteningBias, all_params_splitter, decoupled_hypers,
-                             init_whitening, norm_bias_splitter)
-from .data import Augment, cache_dir, cifar_dls
-from .errors import CifarFastError, ConfigError
-from .models import create_model
-from .optim import muon_splitter, opt_func
-from .recipe import LR_SUGGESTIONS, Recipe, from_dict, recipe_hash, to_dict
+from .callback.speed import DeviceAccuracy, LazySync, Lookahead, WeightEMA, WhiteningBias, init_whitening
 from .console import RunConsole
+from .data import CIFAR_STATS, cache_dir, recipe_dls
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
-from .rundir import (atomic_write_bytes, environment, new_run_dir, read_json, run_state, set_status, torch_save, write_json)
+from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
+from .models import create_model, validate_model
+from .optim import hypers, opt_func, splitter
+from .plots import plot_curves, plot_lr_find
+from .predictions import RunInterpretation, predict_loader, predict_split
+from .recipe import LR_SUGGESTIONS, Recipe, from_dict, recipe_hash, to_dict
+from .rundir import (atomic_write_bytes, environment, new_run_dir, read_json, run_state, set_status, torch_save,
+                     write_json)
 
 SUGGEST_FUNCS = dict(valley=valley, slide=slide, minimum=minimum, steep=steep)
 
 
 # ---- building blocks ------------------------------------------------------------------------------------------
 
-def build_dls(r: Recipe, device=None, rank: int = 0, world_size: int = 1, progress: bool = True):
-    "The recipe's DataLoaders. Build them after seeding: each fastai DataLoader draws its RNG when created."
-    d = r.data
-    aug = Augment(translate=d.translate, pad_mode=d.pad_mode, flip=d.flip, alt_flip=d.alt_flip, cutout=d.cutout)
-    # The recipe's batch size is the global batch: each of `world_size` processes takes its share. The fast engine
-    # shards itself by rank; DataBlock loaders are sharded by fastai's DistributedDL (see distributed.py).
-    if d.engine == 'datablock': rank, world = 0, 1
-    else: world = world_size
-    return cifar_dls(d.source, engine=d.engine, bs=d.batch_size // world_size, val_bs=d.val_batch_size,
-                     train_size=d.train_size, valid_size=d.valid_size, aug=aug, policy=d.policy,
-                     num_workers=d.num_workers, skip_bad=d.skip_bad, device=device, rank=rank,
-                     world_size=world, channels_last=r.channels_last, progress=progress)
-
-
 def loss_func(r: Recipe):
     "Cross-entropy with integer targets (so MixUp/CutMix mix the loss, not the labels) and optional smoothing."
     return CrossEntropyLossFlat(label_smoothing=r.label_smoothing, reduction=r.speed.loss_reduction)
-
-
-def hypers(r: Recipe, lr: float) -> tuple:
-    """(lr, wd, per-group lr scales) for fit: airbench's decoupled units converted to torch's, and, with a BatchNorm
-    bias lr scale or Muon, one value per parameter group with the bias decay scaled down to match. The Muon group's
-    lr is `speed.muon_lr` as given (Muon normalises its step, so no batch-size conversion applies)."""
-    wd = r.wd
-    if r.speed.decoupled: lr, wd = decoupled_hypers(lr, r.wd, r.momentum, r.data.batch_size, r.speed.loss_reduction)
-    s = r.speed.bias_lr_scale
-    if r.speed.muon:
-        scales, wds = [s, r.speed.muon_lr / lr, 1.], [wd / s, r.speed.muon_wd, wd]
-        return [lr * k for k in scales], wds, tuple(scales)
-    if s == 1: return lr, wd, None
-    return [lr * s, lr], [wd / s, wd], (s, 1.)
 
 
 def learner_callbacks(r: Recipe, precision: str) -> list:
@@ -95,11 +69,9 @@ def build_learner(r: Recipe, dls, path: Path, precision: str):
     if r.compile:
         compile_cache_dir()
         model = torch.compile(model)
-    if r.speed.muon: splitter = muon_splitter
-    else: splitter = norm_bias_splitter if r.speed.bias_lr_scale != 1 else all_params_splitter
     learn = Learner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path, model_dir='checkpoints',
                     metrics=DeviceAccuracy() if r.speed.sync_every > 1 else accuracy,  # same values, fewer syncs
-                    splitter=splitter, cbs=learner_callbacks(r, precision))
+                    splitter=splitter(r), cbs=learner_callbacks(r, precision))
     learn.raw_model = raw  # uncompiled module: for state dicts without `_orig_mod.` and for export
     return learn
 
@@ -157,13 +129,53 @@ def compile_warmup(learn) -> float:
 
 @dataclass
 class RunResult:
-    "What `train` returns: the run folder, the summary written there, and the Learner (best/last weights loaded)."
+    """What `train` returns: the run folder, the summary written there, the Learner (chosen weights loaded) and the
+    test-set predictions every report of the run was derived from."""
     run_dir: Path
     summary: dict
     learn: object = field(repr=False, default=None)
+    predictions: RunInterpretation | None = field(repr=False, default=None)
 
 
-def train(r: Recipe, run_dir: str | Path | None = None, resume: str | Path | None = None, device=None,
+@dataclass(eq=False)
+class Run:
+    "What the steps of one run share."
+    r: Recipe
+    run_dir: Path
+    info: DistInfo
+    device: torch.device
+    log: RunConsole
+    state: dict | None = None  # the checkpoint a resumed run continues from
+    show_progress: bool = False
+    precision: str = 'fp32'
+    t_start: float = field(default_factory=time.perf_counter)
+    learn: object = None
+    n_params: int = 0
+    lr: float | None = None
+    compile_seconds: float = 0.
+    wall_seconds: float = 0.
+
+    def status(self, state: str, **info):
+        "status.json, written by rank 0 alone (it owns the run folder)."
+        if self.info.is_main: set_status(self.run_dir, state, **info)
+
+    @property
+    def resume_hint(self) -> str: return f'cifar-fast train --resume {self.run_dir}'
+
+
+@dataclass(eq=False)
+class FitCallbacks:
+    "The callbacks one fit adds, by role; `all` in the order they are passed to fastai."
+    rec: RunRecorder
+    stop: GracefulStop
+    nan: StopOnNaN
+    best: BestWeights
+    ema: WeightEMA | None
+    wandb: object | None
+    all: list
+
+
+def train(r: Recipe | None, run_dir: str | Path | None = None, resume: str | Path | None = None, device=None,
           show_progress: bool | None = None, log=None, runs_root: str | Path = 'runs', extra_cbs=(),
           source_file: str | Path | None = None) -> RunResult:
     """Train `r` into a run folder (new under `runs_root`, or `resume` an interrupted one from its last completed
@@ -174,135 +186,128 @@ def train(r: Recipe, run_dir: str | Path | None = None, resume: str | Path | Non
     finally: log.close()
 
 
-def _open_run(r: Recipe | None, run_dir, resume, runs_root, info: DistInfo):
-    "(recipe, run folder, checkpoint state or None): a resumed run's own recipe and state, or a new folder (rank 0 makes it)."
+def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file) -> RunResult:
+    run = open_run(r, run_dir, resume, device, show_progress, log, runs_root)
+    build(run, source_file)
+    choose_lr(run)
+    cbs = fit_callbacks(run, extra_cbs)
+    outcome = 'failed'
+    try:
+        with fit_status(run, cbs):
+            fit(run, cbs)
+        outcome = check_ending(run, cbs)
+        if outcome == 'interrupted':
+            return RunResult(run.run_dir, dict(state='interrupted', epochs_completed=len(cbs.rec.rows)), run.learn)
+        return finish(run, cbs)
+    finally:
+        if cbs.wandb is not None: cbs.wandb.close(outcome)
+
+
+# ---- its steps ------------------------------------------------------------------------------------------------
+
+def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs_root) -> Run:
+    "Check what can be checked before anything is written, then make the run folder, or reopen one to resume it."
+    info = dist_info()
+    device = info.device(device) if info.distributed else torch.device(device or default_device())
+    if r is not None and resume is None: check_recipe(r, info)
+    init_process_group(info, device)
     if resume is None:
         if info.is_main:
             run_dir = Path(run_dir) if run_dir else new_run_dir(r.name, Path(runs_root))
             run_dir.mkdir(parents=True, exist_ok=True)
-        return r, Path(broadcast_object(str(run_dir) if info.is_main else None, info)), None
-    run_dir = Path(resume)
+        run_dir, state = Path(broadcast_object(str(run_dir) if info.is_main else None, info)), None
+    else: r, run_dir, state = _resumable(Path(resume))
+    show_progress = (_interactive() if show_progress is None else show_progress) and info.is_main
+    return Run(r, run_dir, info, device, log, state, show_progress, resolve_precision(r.precision, device))
+
+
+def check_recipe(r: Recipe, info: DistInfo) -> None:
+    "What a Recipe cannot check on its own, since it builds nothing: the model and its options; the launch."
+    validate_model(r.model, r.model_kwargs)
+    if info.distributed and isinstance(r.lr, str):
+        raise ConfigError(f"lr={r.lr!r} runs lr_find, which runs in one process: run `cifar-fast lr-find RECIPE` first, "
+                          f"then train with --lr <number>.")
+    if info.distributed and r.data.batch_size % info.world_size:
+        raise ConfigError(f"data.batch_size={r.data.batch_size} is the global batch: it must divide evenly over the "
+                          f"{info.world_size} processes.")
+
+
+def _resumable(run_dir: Path):
+    "(recipe, run folder, checkpoint) of an interrupted run."
     if run_state(run_dir) == 'complete': raise ConfigError(f"run {run_dir} is already complete; nothing to resume.")
     ck = run_dir / 'checkpoints' / 'last.pth'
     if not ck.is_file(): raise ConfigError(f"run {run_dir} has no checkpoint yet (no epoch completed); start it again.")
-    return from_dict(read_json(run_dir / 'recipe.json')['recipe']), run_dir, torch.load(ck, weights_only=True, map_location='cpu')
+    r = from_dict(read_json(run_dir / 'recipe.json')['recipe'])
+    return r, run_dir, torch.load(ck, weights_only=True, map_location='cpu')
 
 
-def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file) -> RunResult:
-    from .plots import plot_curves, plot_lr_find
-    info = dist_info()
-    device = info.device(device) if info.distributed else torch.device(device or default_device())
-    if info.distributed and r is not None and isinstance(r.lr, str) and resume is None:
-        raise ConfigError(f"lr={r.lr!r} runs lr_find, which runs in one process: run `cifar-fast lr-find RECIPE` first, "
-                          f"then train with --lr <number>.")
-    if info.distributed and r is not None and r.data.batch_size % info.world_size:
-        raise ConfigError(f"data.batch_size={r.data.batch_size} is the global batch: it must divide evenly over the "
-                          f"{info.world_size} processes.")
-    init_process_group(info, device)
-    r, run_dir, state = _open_run(r, run_dir, resume, runs_root, info)
-    main = info.is_main
-    status = partial(set_status, run_dir) if main else (lambda *a, **k: None)  # rank 0 alone writes the run folder
-    precision = resolve_precision(r.precision, device)
-    show_progress = (_interactive() if show_progress is None else show_progress) and main
-    t_start = time.perf_counter()
-
-    # 1. data and model, after seeding (every rank the same seed: the same permutation, each its own shard)
+def build(run: Run, source_file=None) -> None:
+    """Seed, then data and model (every rank the same seed: the same permutation, each its own shard); a new run
+    records its recipe, environment and data in the folder; then the log opens."""
+    r, info = run.r, run.info
     set_seed(r.seed, reproducible=True)
-    dls = build_dls(r, device, info.rank, info.world_size, progress=show_progress)
-    learn = build_learner(r, dls, run_dir, precision)
-    _quiet_progress(learn, show_progress)
-    n_params = sum(p.numel() for p in learn.raw_model.parameters())
-    if state is None and main:
-        write_json(run_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
-        if source_file: atomic_write_bytes(run_dir / 'recipe.py', Path(source_file).read_bytes())
-        write_json(run_dir / 'env.json', environment(device, precision, r.seed, dict(
-            data_source=str(getattr(dls, 'cifar_source', None)), classes=list(dls.vocab), n_train=len(dls.train.dataset),
-            n_valid=len(dls.valid.dataset), params=n_params, world_size=info.world_size,
-            wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'),
-            compile_cache=str(compile_cache_dir()) if r.compile else None)))
-    status('running', pid=os.getpid(), world_size=info.world_size)
-    if main: log.open(run_dir)
-    else: log = RunConsole()  # other ranks print nothing
-    log('start', dict(run_dir=run_dir, recipe=r, precision=precision, device=device, params=n_params,
-                      resumed_from=None if state is None else state['epoch'] + 1))
+    dls = recipe_dls(r, run.device, info.rank, info.world_size, progress=run.show_progress, stats=CIFAR_STATS)
+    run.learn = learn = build_learner(r, dls, run.run_dir, run.precision)
+    _quiet_progress(learn, run.show_progress)
+    run.n_params = sum(p.numel() for p in learn.raw_model.parameters())
+    if run.state is None and info.is_main: record_run(run, dls, source_file)
+    run.status('running', pid=os.getpid(), world_size=info.world_size)
+    if info.is_main: run.log.open(run.run_dir)
+    else: run.log = RunConsole()  # other ranks print nothing
+    run.log('start', dict(run_dir=run.run_dir, recipe=r, precision=run.precision, device=run.device, params=run.n_params,
+                          resumed_from=None if run.state is None else run.state['epoch'] + 1))
 
-    # 2. the learning rate: given, found by lr_find, or (resuming) the one found before the cut
-    lr = r.lr
-    if isinstance(lr, str) and state is not None: lr = read_json(run_dir / 'lr_find.json')['lr']
+
+def record_run(run: Run, dls, source_file=None) -> None:
+    """recipe.json (+ recipe.py), env.json, and data.json: the classes in output order and the statistics images were
+    normalised with, which evaluate, interpret and predict read back."""
+    r, d = run.r, run.run_dir
+    write_json(d / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
+    if source_file: atomic_write_bytes(d / 'recipe.py', Path(source_file).read_bytes())
+    write_json(d / 'env.json', environment(run.device, run.precision, r.seed, dict(
+        data_source=str(getattr(dls, 'cifar_source', None)), n_train=len(dls.train.dataset),
+        n_valid=len(dls.valid.dataset), params=run.n_params, world_size=run.info.world_size,
+        wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'), compile_cache=str(compile_cache_dir()) if r.compile else None)))
+    write_json(d / 'data.json', dict(classes=[str(c) for c in dls.vocab], mean=list(CIFAR_STATS[0]),
+                                     std=list(CIFAR_STATS[1]), size=32, channels='RGB',
+                                     stats_source='fastai.vision.data.cifar_stats'))
+
+
+def choose_lr(run: Run) -> None:
+    "The learning rate: given, found by lr_find, or (resuming) the one found before the cut; then compile, if asked."
+    r, lr = run.r, run.r.lr
+    if isinstance(lr, str) and run.state is not None: lr = read_json(run.run_dir / 'lr_find.json')['lr']
     elif isinstance(lr, str):
-        found = run_lr_find(learn)
+        found = run_lr_find(run.learn)
         lr = found['suggestions'][r.lr]
-        write_json(run_dir / 'lr_find.json', dict(found, chosen=r.lr, lr=lr))
-        plot_lr_find(found, run_dir / 'lr_find.png', chosen=r.lr)
-        log('lr_find', dict(found['suggestions'], chosen=r.lr, lr=lr))
-    compile_seconds = compile_warmup(learn) if r.compile else 0.
+        write_json(run.run_dir / 'lr_find.json', dict(found, chosen=r.lr, lr=lr))
+        plot_lr_find(found, run.run_dir / 'lr_find.png', chosen=r.lr)
+        run.log('lr_find', dict(found['suggestions'], chosen=r.lr, lr=lr))
+    run.lr = lr
+    run.compile_seconds = compile_warmup(run.learn) if r.compile else 0.
 
-    # 3. fit-time callbacks, then fit (resumed: weights, optimiser and position from the checkpoint)
-    rec = RunRecorder(run_dir, rows=state['rows'] if state else None, log=lambda row, n: log('epoch', dict(row, n_epoch=n)))
-    check_every = 10 if info.distributed else 1  # stopping is agreed across ranks, which costs a collective
+
+def fit_callbacks(run: Run, extra_cbs=()) -> FitCallbacks:
+    "The callbacks of this fit: schedule, metrics, checkpoints, stopping, weight averages, W&B, trackers."
+    r, learn, state = run.r, run.learn, run.state
+    rec = RunRecorder(run.run_dir, rows=state['rows'] if state else None,
+                      log=lambda row, n: run.log('epoch', dict(row, n_epoch=n)))
+    check_every = 10 if run.info.distributed else 1  # stopping is agreed across ranks, which costs a collective
     stop, nan = GracefulStop(every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every))
-    lr, wd, group_scales = hypers(r, lr)
+    lr, _, group_scales = hypers(r, run.lr)
     ema = WeightEMA(r.speed.ema, r.speed.ema_warmup) if r.speed.ema else None
     cbs = [schedule_callback(r, lr[-1] if group_scales else lr, group_scales), rec,
-           Checkpointer(run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state, extras=dict(ema=ema) if ema else None),
+           Checkpointer(run.run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state,
+                        extras=dict(ema=ema) if ema else None),
            stop, nan, *extra_cbs]
     if ema: cbs.append(ema)
     if r.speed.lookahead: cbs.append(Lookahead(r.speed.lookahead_start, r.speed.lookahead_every))
-    wb = _wandb_callback(r, run_dir, n_params, log)
+    wb = _wandb_callback(r, run.run_dir, run.n_params, run.log)
     if wb is not None: cbs.append(wb)
-    if r.checkpoint == 'best': cbs.append(SaveModelCallback(monitor='accuracy', fname='best', reset_on_fit=False))
+    best = BestWeights(run.run_dir / 'checkpoints' / 'best.pth', learn.raw_model, resume=state is not None)
+    cbs.append(best)
     if r.patience: cbs.append(EarlyStoppingCallback(monitor='accuracy', patience=r.patience, reset_on_fit=False))
-    start_epoch = 0
-    if state is not None:
-        learn.raw_model.load_state_dict(state['model'])
-        learn.create_opt(); learn.opt.load_state_dict(state['opt'])
-        start_epoch = state['epoch'] + 1
-    base_loss, outcome = learn.loss_func, 'failed'
-    resume_hint = f'cifar-fast train --resume {run_dir}'
-    try:
-        try:
-            with distrib_ctx(learn, info, sync_bn=r.sync_bn):
-                learn.fit(r.epochs, lr=lr, wd=wd, cbs=cbs, reset_opt=state is None, start_epoch=start_epoch)
-        except KeyboardInterrupt:
-            outcome = 'interrupted'
-            status('interrupted', epoch=len(rec.rows), resume=resume_hint)
-            raise
-        except BaseException as e:
-            if info.distributed and peer_failure(e):
-                msg = (f"another process of this {info.world_size}-process job died or stopped answering "
-                       f"({str(e).splitlines()[-1].strip()[:200]}); its logs say why. The checkpoint of the last completed "
-                       f"epoch is kept: relaunch with the same launcher and `train --resume {run_dir}`.")
-                status('failed', epoch=len(rec.rows), error=msg)
-                raise DistributedJobFailed(msg) from e
-            status('failed', epoch=len(rec.rows), error=f'{type(e).__name__}: {e}')
-            raise
-        finally:
-            learn.loss_func = base_loss  # MixUp/CutMix swap it and restore it only on a normal or cancelled exit
-            stop.restore()
-
-        # 4. how it ended: diverged, interrupted, or complete (evaluate and write the results, rank 0)
-        if nan.where is not None:
-            outcome = 'diverged'
-            kept = (f'the last good checkpoint (epoch {len(rec.rows) - 1}) is kept' if rec.rows
-                    else 'no epoch had completed, so there is no checkpoint')
-            msg = (f"loss became {nan.where['loss']} at epoch {nan.where['epoch']}, batch {nan.where['batch']}: "
-                   f"training stopped; {kept}. Lower the learning rate (try `cifar-fast lr-find`).")
-            status('diverged', epoch=len(rec.rows), message=msg)
-            raise TrainingDiverged(msg)
-        if stop.requested:
-            outcome = 'interrupted'
-            status('interrupted', epoch=len(rec.rows), signal=stop.signal_name, resume=resume_hint)
-            return RunResult(run_dir, dict(state='interrupted', epochs_completed=len(rec.rows)), learn)
-        summary = dict(state='worker', rank=info.rank)
-        if main:
-            summary = finish_run(learn, r, rec, run_dir, n_params, time.perf_counter() - t_start, compile_seconds,
-                                 precision, plot_curves, log)
-            if wb is not None: wb.log_final(learn, summary, run_dir)
-        barrier()  # no rank leaves before rank 0 has written the results
-        outcome = 'complete'
-        return RunResult(run_dir, summary, learn)
-    finally:
-        if wb is not None: wb.close(outcome)
+    return FitCallbacks(rec, stop, nan, best, ema, wb, cbs)
 
 
 def _wandb_callback(r: Recipe, run_dir: Path, n_params: int, log):
@@ -313,76 +318,148 @@ def _wandb_callback(r: Recipe, run_dir: Path, n_params: int, log):
     return WandbCallback(r, run_dir, n_params=n_params, log=log)
 
 
-class DistributedJobFailed(CifarFastError):
-    "A peer process of a distributed job died."
+@contextlib.contextmanager
+def fit_status(run: Run, cbs: FitCallbacks):
+    """status.json through the fit: 'interrupted' on a second Ctrl-C, 'failed' with the reason on an error (a dead
+    peer process named as such); and whatever happens, what the callbacks swapped is put back."""
+    base_loss = run.learn.loss_func
+    epochs = lambda: len(cbs.rec.rows)
+    try: yield
+    except KeyboardInterrupt:
+        run.status('interrupted', epoch=epochs(), resume=run.resume_hint)
+        raise
+    except BaseException as e:
+        if run.info.distributed and peer_failure(e):
+            msg = (f"another process of this {run.info.world_size}-process job died or stopped answering "
+                   f"({str(e).splitlines()[-1].strip()[:200]}); its logs say why. The checkpoint of the last completed "
+                   f"epoch is kept: relaunch with the same launcher and `train --resume {run.run_dir}`.")
+            run.status('failed', epoch=epochs(), error=msg)
+            raise DistributedJobFailed(msg) from e
+        run.status('failed', epoch=epochs(), error=f'{type(e).__name__}: {e}')
+        raise
+    finally:
+        run.learn.loss_func = base_loss  # MixUp/CutMix swap it and restore it only on a normal or cancelled exit
+        cbs.stop.restore()
 
 
-class TrainingDiverged(CifarFastError):
-    "The loss became NaN or infinite."
+def fit(run: Run, cbs: FitCallbacks) -> None:
+    "fastai's fit; a resumed run first takes weights, optimiser and position from its checkpoint."
+    learn, state = run.learn, run.state
+    lr, wd, _ = hypers(run.r, run.lr)
+    start_epoch = 0
+    if state is not None:
+        learn.raw_model.load_state_dict(state['model'])
+        learn.create_opt(); learn.opt.load_state_dict(state['opt'])
+        start_epoch = state['epoch'] + 1
+    with distrib_ctx(learn, run.info, sync_bn=run.r.sync_bn):
+        learn.fit(run.r.epochs, lr=lr, wd=wd, cbs=cbs.all, reset_opt=state is None, start_epoch=start_epoch)
 
 
-def finish_run(learn, r: Recipe, rec: RunRecorder, run_dir: Path, n_params: int, wall: float, compile_seconds: float,
-               precision: str, plot_curves, log) -> dict:
-    "Evaluate, then write model.pth, export.pkl, curves.png and, last, summary.json."
-    from .inference import predict_loader
-    rows = rec.rows
-    best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
-    # The Checkpointer's last.pth holds the last completed epoch; with checkpoint='best', SaveModelCallback has
-    # already loaded its best.pth into the model (saved from the possibly compiled module: strip `_orig_mod.`).
-    ck = torch.load(run_dir / 'checkpoints' / 'last.pth', weights_only=True)
-    last = ck['extra']['ema'] if r.speed.ema else ck['model']  # with speed.ema, the average is what was validated
-    best = last
-    if (run_dir / 'checkpoints' / 'best.pth').is_file():
-        sd = torch.load(run_dir / 'checkpoints' / 'best.pth', weights_only=True)
-        best = {k.removeprefix('_orig_mod.'): v for k, v in sd.items()}
-    learn.raw_model.load_state_dict(best if r.checkpoint == 'best' else last)
+def check_ending(run: Run, cbs: FitCallbacks) -> str:
+    "How the fit ended: 'diverged' (raised, with the way out), 'interrupted' (resumable) or 'complete'."
+    rows, nan = cbs.rec.rows, cbs.nan.where
+    if nan is not None:
+        kept = (f'the last good checkpoint (epoch {rows[-1]["epoch"]}) is kept' if rows
+                else 'no epoch had completed, so there is no checkpoint')
+        msg = (f"loss became {nan['loss']} at epoch {nan['epoch']}, batch {nan['batch']}: training stopped; {kept}. "
+               f"Lower the learning rate (try `cifar-fast lr-find`).")
+        run.status('diverged', epoch=len(rows), message=msg)
+        raise TrainingDiverged(msg)
+    if cbs.stop.requested:
+        run.status('interrupted', epoch=len(rows), signal=cbs.stop.signal_name, resume=run.resume_hint)
+        return 'interrupted'
+    return 'complete'
+
+
+# ---- the end of a run -----------------------------------------------------------------------------------------
+
+def select_weights(r: Recipe, learn, cbs: FitCallbacks) -> dict:
+    """The run's final weights, decided here and nowhere else: 'last' is what the last epoch validated (the EMA average
+    with speed.ema, the lookahead average with speed.lookahead, else the raw weights), 'best' the epoch with the best
+    test accuracy; the recipe's `checkpoint` selects one. Both stay in memory: nothing is read back from disk."""
+    last = cbs.ema.state_dict() if cbs.ema else learn.raw_model.state_dict()
+    last = {k: v.detach().clone() for k, v in last.items()}  # the model's own tensors change when 'best' is loaded
+    best = cbs.best.weights if cbs.best.weights is not None else last
+    average = 'ema' if cbs.ema else 'lookahead' if r.speed.lookahead else None
+    return dict(best=best, last=last, selected=r.checkpoint, average=average)
+
+
+def finish(run: Run, cbs: FitCallbacks) -> RunResult:
+    "Rank 0 predicts the test split once and writes the results; no rank leaves before they are written."
+    summary, res = dict(state='worker', rank=run.info.rank), None
+    if run.info.is_main: summary, res = finish_run(run, cbs)
+    barrier()
+    return RunResult(run.run_dir, summary, run.learn, res)
+
+
+def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
+    """One prediction of the test split (and one TTA pass if the recipe asks): summary.json, interpret/ and W&B are
+    all derived from it. Then model.pth, export.pkl, curves.png, interpret/ and, last, summary.json."""
+    r, learn, rows, d = run.r, run.learn, cbs.rec.rows, run.run_dir
+    run.wall_seconds = time.perf_counter() - run.t_start  # start to end of training; evaluation is timed apart
+    weights = select_weights(r, learn, cbs)
+    learn.raw_model.load_state_dict(weights[weights['selected']])
     # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
     # WORLD_SIZE > 1, which would hang here, where rank 0 alone evaluates.
-    t0 = time.perf_counter()
-    preds, targs, _ = predict_loader(learn.raw_model, learn.dls.valid)
-    eval_acc = float((preds.argmax(1) == targs).float().mean())
-    eval_seconds = time.perf_counter() - t0
-    tta_acc = None
-    if r.tta:
-        tp, tt, _ = predict_loader(learn.raw_model, learn.dls.valid, r.tta)
-        tta_acc = float((tp.argmax(1) == tt).float().mean())
-    torch_save(dict(best=best, last=last, best_epoch=rows[best_i]['epoch'], selected=r.checkpoint), run_dir / 'model.pth')
-    _export(learn, run_dir / 'export.pkl')
-    plot_curves(rows, run_dir / 'curves.png', title=f'{r.name} ({r.model})')
-    n_train = len(learn.dls.train.dataset)  # the whole training set per epoch, whichever rank's share this is
+    res = predict_split(learn.raw_model, learn.dls.valid, learn.dls.vocab, split='test', title=f'{d.name} ({r.model})')
+    tta_acc = _accuracy(*predict_loader(learn.raw_model, learn.dls.valid, r.tta)[:2]) if r.tta else None
+    best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
+    torch_save(dict(best=weights['best'], last=weights['last'], best_epoch=rows[best_i]['epoch'],
+                    selected=weights['selected'], average=weights['average']), d / 'model.pth')
+    export_learner(learn, d / 'export.pkl')
+    plot_curves(rows, d / 'curves.png', title=f'{r.name} ({r.model})')
+    res.save(d / 'interpret')
+    summary = run_summary(run, rows, best_i, res, tta_acc, weights)
+    if cbs.wandb is not None: cbs.wandb.log_final(res, summary, d)
+    write_json(d / 'summary.json', summary)  # last: its presence marks a complete run
+    run.status('complete', epoch=len(rows))
+    run.log('end', dict(summary, run_dir=d))
+    return summary, res
+
+
+def _accuracy(probs, targs) -> float: return float((probs.argmax(1) == targs).float().mean())
+
+
+def run_summary(run: Run, rows: list, best_i: int, res: RunInterpretation, tta_acc, weights: dict) -> dict:
+    "summary.json's contents: the test result, which weights gave it, and what the run cost."
+    r = run.r
+    n_train = len(run.learn.dls.train.dataset)  # the whole training set per epoch, whichever rank's share this is
     train_secs = sum(x['train_seconds'] for x in rows)
-    summary = dict(recipe=r.name, model=r.model, hash=recipe_hash(r), params=n_params, epochs=len(rows),
-                   epochs_planned=r.epochs, test_accuracy=eval_acc, test_accuracy_tta=tta_acc, tta_level=r.tta,
-                   last_epoch_accuracy=rows[-1]['accuracy'], best_epoch=rows[best_i]['epoch'],
-                   best_epoch_accuracy=rows[best_i]['accuracy'], checkpoint=r.checkpoint, seed=r.seed,
-                   wall_seconds=round(wall, 2), train_seconds=round(train_secs, 2), compile_seconds=round(compile_seconds, 2),
-                   eval_seconds=round(eval_seconds, 2), train_images_per_sec=round(n_train * len(rows) / max(train_secs, 1e-9), 1),
-                   precision=precision, n_test=len(targs), stopped_early=len(rows) < r.epochs)
-    write_json(run_dir / 'summary.json', summary)  # last: its presence marks a complete run
-    set_status(run_dir, 'complete', epoch=len(rows))
-    log('end', dict(summary, run_dir=run_dir))
-    return summary
+    return dict(recipe=r.name, model=r.model, hash=recipe_hash(r), params=run.n_params, epochs=len(rows),
+                epochs_planned=r.epochs, test_accuracy=_accuracy(res.probs, res.targs), test_accuracy_tta=tta_acc,
+                tta_level=r.tta, last_epoch_accuracy=rows[-1]['accuracy'], best_epoch=rows[best_i]['epoch'],
+                best_epoch_accuracy=rows[best_i]['accuracy'], checkpoint=weights['selected'],
+                weights_average=weights['average'], seed=r.seed, wall_seconds=round(run.wall_seconds, 2),
+                train_seconds=round(train_secs, 2), compile_seconds=round(run.compile_seconds, 2),
+                eval_seconds=round(res.seconds['predict'], 2),
+                train_images_per_sec=round(n_train * len(rows) / max(train_secs, 1e-9), 1),
+                precision=run.precision, n_test=res.n, stopped_early=len(rows) < r.epochs)
 
 
-def _export(learn, path: Path):
-    "learn.export() of the uncompiled model: a compiled one recompiles on load and on every new input shape."
-    model = learn.model
+def export_learner(learn, path: Path) -> Path:
+    """learn.export() of the uncompiled model (a compiled one recompiles on load and on every new input shape), with
+    empty DataLoaders (no images), written to a temporary file and renamed into place."""
+    model, tmp = learn.model, path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try:
         learn.model = learn.raw_model
-        learn.export(path.name)
-    finally: learn.model = model
+        learn.export(tmp.name)  # into learn.path, the run folder
+        (Path(learn.path) / tmp.name).replace(path)
+    finally:
+        learn.model = model
+        (Path(learn.path) / tmp.name).unlink(missing_ok=True)
+    return path
 
 
 def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root='runs', show_progress=None) -> dict:
     "`lr_find` on exactly the recipe's setup; writes lr_find.png and lr_find.json into a new folder; weights untouched."
-    from .plots import plot_lr_find
+    if dist_info().distributed: raise ConfigError("lr_find runs in one process: run it without torchrun/accelerate.")
+    validate_model(r.model, r.model_kwargs)
     out_dir = Path(out_dir) if out_dir else new_run_dir(f'{r.name}-lr_find', Path(runs_root))
     device = torch.device(device or default_device())
     precision = resolve_precision(r.precision, device)
     set_seed(r.seed, reproducible=True)
     show_progress = _interactive() if show_progress is None else show_progress
-    if dist_info().distributed: raise ConfigError("lr_find runs in one process: run it without torchrun/accelerate.")
-    learn = build_learner(r, build_dls(r, device, progress=show_progress), out_dir, precision)
+    learn = build_learner(r, recipe_dls(r, device, progress=show_progress), out_dir, precision)
     _quiet_progress(learn, show_progress)
     found = run_lr_find(learn)
     write_json(out_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))

@@ -1,5 +1,4 @@
 """Finding CIFAR-10 in every form users have it: folders, archives, torchvision pickles, env var, download."""
-import os
 import pickle
 import shutil
 import tarfile

@@ -36,7 +36,7 @@ def full_run(synthetic, tmp_path_factory):
 def test_one_run_folder_disjoint_shards_and_rank0_accuracy_equals_evaluate(full_run):
     (d,) = list((full_run / 'runs').iterdir())
     assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2
-    assert [r['epoch'] for r in _rows(d)] == ['0', '1', '2']  # written once: one row per epoch, not one per rank
+    assert [r['epoch'] for r in _rows(d)] == ['1', '2', '3']  # written once: one row per epoch, not one per rank
     ranks = [json.loads((full_run / f'rank{i}.json').read_text()) for i in range(2)]
     for a, b in zip(*ranks):  # each epoch: disjoint halves that together cover the 200 training images
         assert len(a) == len(b) == 100 and not set(a) & set(b) and set(a) | set(b) == set(range(200))

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cifar_fast.data import augment as A
-from cifar_fast.data.fast import NO_AUG, Augment, CifarTensors, FastDL
+from cifar_fast.data.fast import Augment, CifarTensors, FastDL
 from cifar_fast.data.loaders import cifar_dls
 
 

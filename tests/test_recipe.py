@@ -28,8 +28,6 @@ def test_expected_recipes_are_shipped():
     (dict(lr=-0.1), r'lr=-0.1 is out of range'),
     (dict(lr='fast'), r"lr='fast'.*valley"),
     (dict(schedule='exp'), r"schedule='exp'.*allowed values.*one_cycle"),
-    (dict(model='resnet57'), r'resnet57.*Did you mean'),
-    (dict(model='resnet20', model_kwargs=dict(widht=2)), r'widht'),
     (dict(label_smoothing=1.0), r'label_smoothing=1.0 is out of range'),
     (dict(moms=(0.9, 0.8)), r'moms'),
     (dict(data=DataConfig(batch_size=0)), r'data.batch_size=0 is out of range'),
@@ -39,6 +37,25 @@ def test_expected_recipes_are_shipped():
 ])
 def test_bad_values_name_field_value_and_allowed(kw, match):
     with pytest.raises(ConfigError, match=match): Recipe(**kw)
+
+
+def test_building_a_recipe_imports_neither_torch_nor_timm():
+    import subprocess
+    import sys
+    code = ("import sys; from cifar_fast.recipe import Recipe; Recipe(model='wrn28_3_5'); "
+            "print(sorted(m for m in ('torch', 'timm', 'fastai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]'
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(model='resnet57'), r'resnet57.*Did you mean'),
+    (dict(model='resnet20', model_kwargs=dict(widht=2)), r'widht'),
+])
+def test_a_run_checks_the_model_before_it_writes_anything(kw, match, tmp_path):
+    from cifar_fast.training import train
+    with pytest.raises(ConfigError, match=match): train(Recipe(**kw), runs_root=tmp_path)
+    assert not any(tmp_path.iterdir())  # no run folder was made
 
 
 def test_overrides_are_typed_and_nested():

@@ -12,7 +12,8 @@ import yaml
 from cifar_fast.errors import ConfigError
 from cifar_fast.recipe import load_recipe, parse_overrides
 from cifar_fast.rundir import read_json
-from cifar_fast.sweep import add_sweep_parser, cmd_sweep, parse_params, sweep_config, sweep_groups, write_sweep
+from cifar_fast.cli import add_sweep_parser, cmd_sweep
+from cifar_fast.sweep import parse_params, sweep_config, sweep_groups, write_sweep
 
 TINY = '''from cifar_fast import DataConfig, Recipe, WandbConfig
 recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=1, lr=0.02, seed=0,
@@ -121,7 +122,7 @@ BAD = [  # (arguments, what the message must contain)
     (['--param', 'lr=0.1', '--param', 'lr=0.2'], '--param lr is given twice'),
     (['--param', 'lr=0.1,0.1'], '--param lr=0.1: value given twice'),
     (['--param', 'model_kwargs.depth=3'], "--param model_kwargs.depth=3: Model 'fastnet_cpu' has no option 'depth'"),
-    (['--param', 'model_kwargs.widths=3'], '--param model_kwargs.widths=3: the model rejects it'),
+    (['--param', 'model_kwargs.widths=3'], "--param model_kwargs.widths=3: Model 'fastnet_cpu' cannot be built with"),
     (['--param', 'model_kwargs={"widths":[8]}'], '--param model_kwargs={"widths":[8]}: the W&B agent would pass it'),
     (['--param', 'wandb.project=x'], '--param wandb.project: W&B settings are not hyperparameters'),
     (['--param', 'data.engine=fast,datablock', '--param', 'data.alt_flip=false,true'],

@@ -77,7 +77,7 @@ def test_offline_run_logs_what_the_run_folder_holds(recipe, tmp_path, monkeypatc
 
     hist, rows = _history(seg), read_metrics(d / 'metrics.csv')
     ep = [h for h in hist if 'valid/accuracy' in h]
-    assert [h['epoch'] for h in ep] == [r['epoch'] + 1 for r in rows]  # W&B's epoch axis counts completed epochs
+    assert [h['epoch'] for h in ep] == [r['epoch'] for r in rows]  # epochs count from 1 in metrics.csv and W&B alike
     assert [h['valid/accuracy'] for h in ep] == [r['accuracy'] for r in rows]
     assert [h['valid/loss'] for h in ep] == [r['valid_loss'] for r in rows]
     assert all(h['epoch/images_per_sec'] > 0 and h['epoch/seconds'] > 0 for h in ep)
@@ -102,8 +102,8 @@ def test_offline_run_logs_what_the_run_folder_holds(recipe, tmp_path, monkeypatc
     arts = {r['artifact']['name']: r['artifact'] for r in recs if r['type'] == 'artifact'}
     model = arts[f't-fastnet_cpu-{run_id}']  # one model artifact, named for this run
     files = {c['path']: c['local_path'] for c in model['manifest']['contents']}
-    assert model['type'] == 'model' and set(files) == {'model.pth', 'export.pkl', 'recipe.json'}
-    assert files['model.pth'] == str(d / 'model.pth') and json.loads(model['metadata'])['hash'] == s['hash']
+    assert model['type'] == 'model' and set(files) == {'model.pth', 'export.pkl', 'recipe.json', 'data.json'}
+    assert files['model.pth'] == str((d / 'model.pth').resolve()) and json.loads(model['metadata'])['hash'] == s['hash']
     final = next(h for h in hist if 'final/top_losses._type' in h)
     assert final['final/confusion_matrix_table._type'] == 'table-file'
     assert final['final/confusion_matrix_table.nrows'] == 10 * 10  # W&B's chart table: one row per (true, predicted)
@@ -203,3 +203,17 @@ def test_a_resumed_run_continues_the_same_wandb_run(recipe, tmp_path, local):
     assert [h['epoch'] for h in h2 if 'valid/accuracy' in h] == [2]
     assert [h['train/step'] for h in h2 if 'train/step' in h] == list(range(n + 1, 2 * n + 1))  # continues, no rewind
     assert max(h['train/step'] for h in h1 if 'train/step' in h) == n + 1  # epoch 1's first batch, before the stop
+
+
+def test_smoothed_loss_is_true_at_every_step_with_lazy_sync(recipe, tmp_path, local):
+    """With speed.sync_every > 1, learn.smooth_loss is only read back every N batches (LazySync); W&B must still log the
+    smoothed loss of each step: fastai's debiased EMA (β = 0.98) of the logged per-step losses, computed here by hand."""
+    from cifar_fast.recipe import SpeedConfig
+    res = train(recipe.replace(speed=SpeedConfig(sync_every=4), precision='fp32'), runs_root=tmp_path / 'runs')
+    [seg] = list(res.run_dir.glob('wandb/offline-run-*'))
+    steps = sorted((h for h in _history(seg) if 'train/loss' in h), key=lambda h: h['train/step'])
+    assert [h['train/step'] for h in steps] == list(range(1, len(steps) + 1)) and len(steps) > 8
+    val, beta = 0., 0.98
+    for i, h in enumerate(steps, 1):
+        val = beta * val + (1 - beta) * h['train/loss']
+        assert h['train/smooth_loss'] == pytest.approx(val / (1 - beta ** i), rel=1e-5), h['train/step']

@@ -13,7 +13,7 @@ PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 def resolve_precision(precision: str, device) -> str:
     """'auto' -> bf16 where the device computes bf16 natively (CUDA with bf16, a CPU with AMX/AVX512-BF16), else
-    fp32 on a CPU (bf16 is emulated on AVX2-only CPUs: over 4× slower than fp32, measured on a 2-core EPYC) and fp16
+    fp32 on a CPU (without native bf16, autocast emulates it, which is slower than fp32) and fp16
     with a loss scaler on GPUs without bf16."""
     dev = torch.device(device)
     if precision != 'auto': return precision

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TrackerCallback
-from fastai.learner import Recorder
+from fastai.learner import Recorder, SkipToEpoch
 from fastai.torch_core import rank_distrib
 
 from ..distributed import any_rank
@@ -56,7 +56,8 @@ def rng_restore(snap: dict, dls=None):
 # ---- callbacks ------------------------------------------------------------------------------------------------
 
 class RunRecorder(Callback):
-    "One metrics row per completed epoch (epoch, losses, accuracy, lr, seconds) into metrics.csv and the console log."
+    """One metrics row per completed epoch (epoch, losses, accuracy, lr, seconds) into metrics.csv and the console log.
+    Epochs are counted from 1 here, in summary.json, on the console and in W&B: row 3 is the third epoch."""
     order = Recorder.order + 1  # read what the Recorder just logged
 
     def __init__(self, run_dir: Path, rows: list | None = None, log=None):
@@ -72,7 +73,7 @@ class RunRecorder(Callback):
         if self.skipped: return
         names = self.recorder.metric_names[1:len(self.learn.final_record) + 1]
         rec = dict(zip(names, (float(v) for v in self.learn.final_record)))
-        row = dict(epoch=int(self.epoch), train_loss=rec.get('train_loss', float('nan')),
+        row = dict(epoch=int(self.epoch) + 1, train_loss=rec.get('train_loss', float('nan')),
                    valid_loss=rec.get('valid_loss', float('nan')), accuracy=rec.get('accuracy', float('nan')),
                    lr=float(self.opt.hypers[-1]['lr']), seconds=round(time.perf_counter() - self.t0, 3),
                    train_seconds=round(self.dt_train, 3))
@@ -85,7 +86,7 @@ class RunRecorder(Callback):
 class Checkpointer(Callback):
     """After each completed epoch, everything needed to continue exactly: weights, optimiser, epoch, RNGs, the
     Recorder's smoothed loss, the trackers' best/wait and the metric rows; and puts it back on resume."""
-    order = 71  # after the trackers (60) and fastai's SkipToEpoch (70)
+    order = SkipToEpoch.order + 1  # after the trackers (60), whose state it saves, and fastai's SkipToEpoch (70)
 
     def __init__(self, path: Path, model, recorder_cb: RunRecorder, state: dict | None = None, extras: dict | None = None):
         "`extras`: name -> object with state_dict/load_state_dict (e.g. the weight average) saved and restored too."
@@ -121,11 +122,37 @@ class Checkpointer(Callback):
     def _trackers(self): return [cb for cb in self.learn.cbs if isinstance(cb, TrackerCallback)]
 
 
+class BestWeights(TrackerCallback):
+    """The weights of the epoch with the best test accuracy, kept in memory for the end of the run and written
+    atomically to `path` so that a resumed run still has them. fastai's SaveModelCallback writes in place, and at the
+    end of the fit reads back the file it has just written."""
+    # Before EarlyStoppingCallback (60) can cancel the fit on this epoch, and before WeightEMA (65) swaps the raw
+    # weights back: keep what was validated.
+    order = TrackerCallback.order - 1
+
+    def __init__(self, path: Path, model, monitor: str = 'accuracy', resume: bool = False):
+        super().__init__(monitor=monitor, reset_on_fit=False)
+        self.path, self.raw_model, self.weights = Path(path), model, None
+        if resume and self.path.is_file():  # saved by an earlier version from a compiled model: strip its prefix
+            sd = torch.load(self.path, weights_only=True, map_location='cpu')
+            self.weights = {k.removeprefix('_orig_mod.'): v for k, v in sd.items()}
+
+    def before_epoch(self): self.skipped = False
+    def after_cancel_epoch(self): self.skipped = True  # fastai's SkipToEpoch, when resuming: nothing was validated
+
+    def after_epoch(self):
+        if self.skipped: return
+        super().after_epoch()
+        if not self.new_best: return
+        self.weights = {k: v.detach().clone() for k, v in self.raw_model.state_dict().items()}
+        if rank_distrib() == 0: torch_save(self.weights, self.path)
+
+
 class GracefulStop(Callback):
     """First Ctrl-C or SIGTERM: finish the current batch and cancel the fit the fastai way, so every callback's
     `after_cancel_fit` restores what it swapped; the last completed epoch's checkpoint stays. A second Ctrl-C stops
     at once."""
-    order = 0
+    order = 0  # first: the stop takes effect before any other callback's after_batch work on the last batch
 
     def __init__(self, every: int = 1): self.every, self.requested, self.signal_name, self._old = every, False, None, {}
 
@@ -158,5 +185,5 @@ class StopOnNaN(Callback):
     def after_batch(self):
         if not self.training or self.iter % self.every: return
         if any_rank(not bool(torch.isfinite(self.loss.detach()).all())):  # agreed across ranks, like GracefulStop
-            self.where = dict(epoch=int(self.epoch), batch=int(self.iter), loss=float(self.loss.detach()))
+            self.where = dict(epoch=int(self.epoch) + 1, batch=int(self.iter), loss=float(self.loss.detach()))  # from 1
             raise CancelFitException

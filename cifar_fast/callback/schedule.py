@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from fastai.callback.schedule import (ParamScheduler, SchedCos, SchedLin, SchedNo, combine_scheds, combined_cos)
 
-from ..optim import MUON_GROUP
-from .speed import group_scaled
+from ..optim import MUON_GROUP, group_scaled
 
 
 def _warm(warmup: float, start: float, peak: float, then):

@@ -11,42 +11,6 @@ from torch import nn
 from ..errors import ConfigError
 
 
-# ---- hyperparameters decoupled from batch size and momentum -----------------------------------------------------
-
-def decoupled_hypers(lr: float, wd: float, momentum: float, bs: int, reduction: str = 'mean') -> tuple[float, float]:
-    """airbench's units -> (lr, weight_decay) for torch's Nesterov SGD. `lr` is per 1024 examples and divided by the
-    Nesterov step growth 1 + 1/(1 - momentum), so the average step no longer moves with momentum or batch size;
-    `wd` is the decay per 1024 examples, independent of lr. With a mean loss the lr is scaled back up by `bs`."""
-    kilostep = 1024 * (1 + 1 / (1 - momentum))
-    lr_sum = lr / kilostep  # the lr for a summed loss
-    decay_per_step = wd * bs / kilostep
-    torch_lr = lr_sum * bs if reduction == 'mean' else lr_sum
-    return torch_lr, decay_per_step / torch_lr  # torch's L2 term is multiplied by the lr again
-
-
-# ---- a separate learning rate for BatchNorm biases ----------------------------------------------------------------
-
-def norm_bias_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
-    """[BatchNorm biases, everything else]; fastai reports the lr of its last group, the main one. Frozen parameters
-    stay in (torch skips params without grads): groups must not change size when a callback freezes one, since
-    fastai's `export` rebuilds the optimiser and reloads its state."""
-    norm_ids = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.bias is not None}
-    params = list(model.parameters())
-    return [[p for p in params if id(p) in norm_ids], [p for p in params if id(p) not in norm_ids]]
-
-
-def all_params_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
-    """One group of every parameter, frozen ones included: fastai's default `trainable_params` drops frozen ones, so
-    after a callback freezes one mid-fit (the whitening bias), `export`'s optimiser rebuild no longer matches."""
-    return [list(model.parameters())]
-
-
-def group_scaled(sched, scales):
-    "A schedule returning one value per parameter group: `sched(pct) * scale` for each of `scales`."
-    def f(pct): return [sched(pct) * s for s in scales]
-    return f
-
-
 # ---- the whitening stem ---------------------------------------------------------------------------------------
 
 def training_images(dls, n: int) -> torch.Tensor:
@@ -100,7 +64,7 @@ def lookahead_update(avg: dict, model: nn.Module, decay: float):
 
 class Lookahead(Callback):
     "Every `every` steps from epoch `start`, average the weights into a slow copy and copy it back; once more each epoch end."
-    order = Recorder.order + 2
+    order = Recorder.order + 4  # after the loggers (+1..+3) read this batch's loss; it only touches the weights
 
     def __init__(self, start_epoch: int = 3, every: int = 5, base: float = 0.95, power: float = 3.):
         self.start_epoch, self.every, self.base, self.power = start_epoch, every, base, power
@@ -131,7 +95,7 @@ class WeightEMA(Callback):
     with timm's decay warm-up if asked. Validation and the run's final evaluation and export use the average; training
     goes on from the raw weights. The Checkpointer saves the average beside them (`state_dict`), so a resumed run
     continues both exactly; the step count comes from the epoch and batch, as Lookahead's does."""
-    order = TrackerCallback.order + 5  # swap back after SaveModelCallback (60) saved what was validated, before the
+    order = TrackerCallback.order + 5  # swap back after BestWeights (59) kept what was validated, before the
     # Checkpointer (71) saves the raw weights
 
     def __init__(self, decay: float, warmup: bool = True): self.decay, self.warmup, self.raw = decay, warmup, None
@@ -188,7 +152,7 @@ class DeviceAccuracy(Metric):
 class LazySync(Callback):
     """Keep the Learner and its callbacks but read the loss back every `every` batches (and at epoch end): fastai's
     Recorder, AvgLoss and progress bar call .item()/.cpu() on every batch, which stalls the GPU for tiny nets."""
-    order = Recorder.order + 1  # after the Recorder set learn.smooth_loss, before the progress bar reads it (60)
+    order = Recorder.order + 2  # after the Recorder set learn.smooth_loss, before the progress bar reads it (60)
 
     def __init__(self, every: int = 10): self.every, self.shown = every, float('nan')
 

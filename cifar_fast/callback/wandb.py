@@ -1,9 +1,9 @@
 """Weights & Biases logging for a training run: a thin fastai callback of our own.
 
-Why not fastai's `WandbCallback` (fastai 2.8.12): with wandb 0.31 it fails in `before_fit` ("vars() argument must
-have __dict__ attribute", fastai #4173); it counts W&B steps itself, so a resumed run hits "step must only increase"
-and points are dropped (#3066/#3068); it breaks under distributed training (#3291, PR #3678); every run's model
-artifact gets the same name; and it logs no confusion matrix. This one:
+Why not fastai's `WandbCallback` (fastai 2.8.12): it fails in `before_fit` ("vars() argument must have __dict__
+attribute", github.com/fastai/fastai/issues/4173); it counts W&B steps itself, so a resumed run hits "step must only
+increase" and points are dropped (fastai issue 3066); it breaks under distributed training (fastai issue 3291, PR 3678);
+every run's model artifact gets the same name; and it logs no confusion matrix. This one:
 - logs on rank 0 only, on W&B's own step counter, with `train/step` and `epoch` as x-axes computed from the loop's
   position (epoch × batches + batch), so a resumed run continues its curves instead of rewinding them;
 - keeps the run id in RUN_DIR/wandb.json, so `train(None, resume=RUN_DIR)` continues the same W&B run;
@@ -27,7 +27,6 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Recorder
@@ -90,12 +89,6 @@ def run_tags(r: Recipe) -> list[str]: return list(dict.fromkeys([r.name, r.model
 def _new_id() -> str: return secrets.token_hex(4)  # W&B run ids are [a-z0-9]; 8 characters as wandb's own
 
 
-def _hwc(x) -> np.ndarray:
-    "A dataset item's image as HWC uint8: a uint8 CHW tensor (fast engine) or a PIL image (DataBlock engine)."
-    if isinstance(x, torch.Tensor): return x.detach().cpu().as_subclass(torch.Tensor).permute(1, 2, 0).numpy()
-    return np.asarray(x)
-
-
 def _guarded(what: str):
     "Run the method only while W&B is live; its first exception becomes one warning and turns W&B off."
     def deco(f):
@@ -112,11 +105,11 @@ def _guarded(what: str):
 
 class WandbCallback(Callback):
     "Log a run to W&B: config, per-step loss/lr/momentum, per-epoch metrics, final evaluation and the model."
-    order = Recorder.order + 1  # after the Recorder: read its smoothed loss and the epoch's final record
+    order = Recorder.order + 3  # after the Recorder (its epoch record), RunRecorder (+1) and LazySync (+2)
     run_valid = False  # per-batch logging is for training batches only
 
     def __init__(self, r: Recipe, run_dir: Path, n_params: int, log=None):
-        self.r, self.cfg, self.run_dir, self.n_params, self.console = r, r.wandb, Path(run_dir), n_params, log
+        self.r, self.cfg, self.run_dir, self.n_params, self.console = r, r.wandb, Path(run_dir).resolve(), n_params, log
         self.wb, self.wandb, self.mode, self.failed, self.buf, self._env = None, None, None, False, [], []
         self.active = rank_distrib() == 0 and self.cfg.mode != 'disabled' and self._import()
 
@@ -178,8 +171,9 @@ class WandbCallback(Callback):
         self.n_seen += len(self.yb[0])
         h = self.opt.hypers[-1]
         step = self.epoch * self.n_iter + self.iter + 1  # from the loop's position: continues across a resume
-        # Tensors, not floats: the Recorder keeps its losses on the device, and .item() here would sync each batch.
-        self.buf.append((step, step / self.n_iter, self.learn.loss.detach(), torch.as_tensor(self.smooth_loss),
+        # Tensors, not floats: .item() here would sync each batch. The smoothed loss from the Recorder's own meter, not
+        # learn.smooth_loss, which LazySync (speed.sync_every > 1) leaves at its last reading between syncs.
+        self.buf.append((step, step / self.n_iter, self.learn.loss.detach(), torch.as_tensor(self.recorder.smooth_loss.value),
                          h['lr'], h.get('mom')))
         if len(self.buf) >= LOG_EVERY: self._flush()
 
@@ -211,30 +205,25 @@ class WandbCallback(Callback):
     def after_fit(self): self._flush()  # also after a cancelled fit: the steps of the interrupted epoch
 
     @_guarded('final logging')
-    def log_final(self, learn, summary: dict, run_dir: Path):
-        "Test accuracy into the summary; confusion matrix, per-class and top-loss tables, samples, figures, model."
-        from ..inference import predict_loader
-        wandb, run_dir = self.wandb, Path(run_dir)
+    def log_final(self, res, summary: dict, run_dir: Path):
+        """Test accuracy into the summary; confusion matrix, per-class and top-loss tables, samples, figures, model: all
+        from `res`, the run's one prediction of the test split (cifar_fast.predictions.RunInterpretation)."""
+        wandb, run_dir = self.wandb, Path(run_dir).resolve()
         self.wb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-        probs, targs, losses = predict_loader(learn.model, learn.dls.valid)  # once; every table derives from it
-        preds, classes, n = probs.argmax(1), [str(c) for c in learn.dls.vocab], len(learn.dls.vocab)
-        t, p = targs.tolist(), preds.tolist()
-        cm = torch.bincount(targs * n + preds, minlength=n * n).view(n, n)
+        t, p, classes, cm = res.targs.tolist(), res.preds.tolist(), list(res.classes), res.confusion
         per_class = wandb.Table(columns=['class', 'images', 'correct', 'accuracy'],
-                                data=[[c, int(cm[i].sum()), int(cm[i, i]), float(cm[i, i] / cm[i].sum().clamp(min=1))]
+                                data=[[c, int(cm[i].sum()), int(cm[i, i]), float(cm[i, i] / max(cm[i].sum(), 1))]
                                       for i, c in enumerate(classes)])
-        ds = learn.dls.valid.dataset  # only the images shown are fetched, by index
-        def image(i, caption=None): return wandb.Image(_hwc(ds[i][0]), caption=caption)
+        def image(i, caption=None): return wandb.Image(res.images([i])[0], caption=caption)
         row = {'final/confusion_matrix': wandb.plot.confusion_matrix(y_true=t, preds=p, class_names=classes),
                'final/per_class': per_class,
                'final/per_class_accuracy': wandb.plot.bar(per_class, 'class', 'accuracy', title='accuracy per class')}
         if self.cfg.n_top_losses:
-            top = losses.topk(min(self.cfg.n_top_losses, len(losses))).indices.tolist()
             # 'probability' is the predicted class's, as fastai shows it; p_true is the real class's (fastai #3591)
             row['final/top_losses'] = wandb.Table(
                 columns=['image', 'true', 'predicted', 'loss', 'probability', 'p_true'],
-                data=[[image(i), classes[t[i]], classes[p[i]], float(losses[i]), float(probs[i, p[i]]),
-                       float(probs[i, t[i]])] for i in top])
+                data=[[image(x['index']), x['actual'], x['predicted'], x['loss'], x['p_predicted'], x['p_actual']]
+                      for x in res.top_loss_rows(min(self.cfg.n_top_losses, res.n))])
         # Evenly spaced, fixed indices: the same images in every run of a recipe, across classes in a sorted set.
         idx = torch.linspace(0, len(t) - 1, min(8, len(t))).long().unique().tolist()
         row['final/samples'] = [image(i, f'predicted {classes[p[i]]} / true {classes[t[i]]}') for i in idx]
@@ -248,9 +237,11 @@ class WandbCallback(Callback):
         name = re.sub(r'[^A-Za-z0-9_.-]', '-', f'{self.r.name}-{self.r.model}-{self.wb.id}')
         keys = ('hash', 'test_accuracy', 'test_accuracy_tta', 'epochs', 'params', 'checkpoint', 'best_epoch')
         art = self.wandb.Artifact(name, type='model', metadata={k: summary.get(k) for k in keys})
-        for f in ('model.pth', 'export.pkl', 'recipe.json'):
-            # 'immutable': these files are final (written once, atomically), so no second copy is staged
-            if (run_dir / f).is_file(): art.add_file(str(run_dir / f), policy='immutable')
+        for f in ('model.pth', 'export.pkl', 'recipe.json', 'data.json'):
+            # 'immutable': these files are final (written once, atomically), so no second copy is staged. Absolute:
+            # `wandb sync` of an offline run may be run from another folder than this one.
+            path = (Path(run_dir) / f).resolve()
+            if path.is_file(): art.add_file(str(path), name=f, policy='immutable')
         self.wb.log_artifact(art)
 
     def close(self, outcome: str):

@@ -1,11 +1,11 @@
 """CIFAR-10 data: sources, the decode cache, the fast and DataBlock engines."""
-from .augment import CIFAR_MEAN, CIFAR_STD
+from .augment import CIFAR_MEAN, CIFAR_STATS, CIFAR_STD
 from .cache import CifarArrays, load_arrays
 from .fast import NO_AUG, Augment, CifarDataLoaders, CifarTensors, FastDL
-from .loaders import ENGINES, CifarData, cifar_data, cifar_dls, stratified_subset
+from .loaders import ENGINES, CifarData, cifar_data, cifar_dls, recipe_dls, stratified_subset
 from .sources import CifarSource, cache_dir, resolve_source
 from .synthetic import CIFAR10_CLASSES, make_synthetic_cifar
 
-__all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'CifarArrays', 'load_arrays', 'NO_AUG', 'Augment', 'CifarDataLoaders',
+__all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_STATS', 'recipe_dls', 'CifarArrays', 'load_arrays', 'NO_AUG', 'Augment', 'CifarDataLoaders',
            'CifarTensors', 'FastDL', 'ENGINES', 'CifarData', 'cifar_data', 'cifar_dls', 'stratified_subset',
            'CifarSource', 'cache_dir', 'resolve_source', 'CIFAR10_CLASSES', 'make_synthetic_cifar']

@@ -7,6 +7,7 @@ from fastai.vision.data import cifar_stats
 
 # fastai's own CIFAR-10 channel statistics, so both engines normalise identically (fastai.vision.data.cifar_stats).
 CIFAR_MEAN, CIFAR_STD = cifar_stats
+CIFAR_STATS = (tuple(CIFAR_MEAN), tuple(CIFAR_STD))
 
 
 def draw_shifts(n: int, max_shift: int, generator: torch.Generator) -> torch.Tensor:

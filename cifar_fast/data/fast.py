@@ -48,8 +48,13 @@ class CifarTensors:
     @property
     def items(self): return [(self.split, i) for i in range(len(self))]  # what fastai's Interpretation indexes
     def to(self, device): self.x, self.y = self.x.to(device), None if self.y is None else self.y.to(device); return self
-    def new_empty(self): return CifarTensors(self.x[:0].cpu(), None if self.y is None else self.y[:0].cpu(), self.vocab, self.split)
-    def subset(self, idxs): return CifarTensors(self.x[idxs], None if self.y is None else self.y[idxs], self.vocab, self.split)
+    def new_empty(self):
+        "No images, for `Learner.export`: cloned, since a view of no elements still pickles its whole storage."
+        empty = lambda t: None if t is None else t[:0].cpu().clone()
+        return CifarTensors(empty(self.x), empty(self.y), self.vocab, self.split)
+    def subset(self, idxs):
+        names = None if self.names is None else [self.names[int(i)] for i in idxs]
+        return CifarTensors(self.x[idxs], None if self.y is None else self.y[idxs], self.vocab, self.split, names)
 
     @contextmanager
     def set_split_idx(self, i):
@@ -63,9 +68,11 @@ class FastDL(DataLoader):
     "A fastai `DataLoader` over `CifarTensors`: shuffles, shards by rank, augments and normalises whole batches."
     def __init__(self, dataset: CifarTensors, bs: int = 512, shuffle: bool = False, drop_last: bool = False,
                  aug: Augment = NO_AUG, dtype=torch.float32, channels_last: bool = False, rank: int = 0,
-                 world_size: int = 1, epoch: int = 0, flip_base=None, device=None, **kwargs):
+                 world_size: int = 1, epoch: int = 0, flip_base=None, device=None, stats=A.CIFAR_STATS, **kwargs):
+        "`stats`: the (mean, std) per channel the images are normalised with; the run folder records them."
         kwargs.pop('num_workers', None)  # batches are made on the device: worker processes have nothing to do
         self.aug, self.dtype, self.channels_last, self.rank, self.world_size = aug, dtype, channels_last, rank, world_size
+        self.stats = stats
         self.epoch, self.flip_base = epoch, flip_base
         super().__init__(dataset, bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=0,
                          n=-(-len(dataset) // world_size), device=device, **kwargs)
@@ -79,7 +86,7 @@ class FastDL(DataLoader):
     def new(self, dataset=None, cls=None, **kwargs):
         "Like fastai's `new`, keeping the fast engine's settings (fastai's `get_preds` and `tta` call this)."
         kw = dict(aug=self.aug, dtype=self.dtype, channels_last=self.channels_last, rank=self.rank,
-                  world_size=self.world_size, epoch=self.epoch, flip_base=self.flip_base)
+                  world_size=self.world_size, epoch=self.epoch, flip_base=self.flip_base, stats=self.stats)
         return super().new(dataset=dataset, cls=cls, **{**kw, **kwargs})
 
     def get_idxs(self):
@@ -127,7 +134,7 @@ class FastDL(DataLoader):
         x = ds.x[idx]
         if shifts is not None: x = A.translate(x, shifts, aug.pad_mode)
         if flips is not None: x = A.flip(x, flips)
-        x = A.normalize(x, dtype=self.dtype)
+        x = A.normalize(x, *self.stats, dtype=self.dtype)
         if centers is not None: x = A.cutout(x, centers, aug.cutout)
         if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
         return (x,) if ds.y is None else (x, ds.y[idx])
@@ -138,7 +145,7 @@ class FastDL(DataLoader):
 
     def decode(self, b):
         "Typed CPU batch: images back to [0,1] `TensorImage`s, labels as `TensorCategory`."
-        x = TensorImage(A.denormalize(b[0].float().cpu()))
+        x = TensorImage(A.denormalize(b[0].float().cpu(), *self.stats))
         return (x,) + tuple(TensorCategory(t.cpu()) for t in b[1:])
 
     def decode_batch(self, b, max_n: int = 9, full: bool = True):

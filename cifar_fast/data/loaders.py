@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import random
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from . import augment as A
 from .cache import CifarArrays, load_arrays
 from .datablock import cifar_datablock
 from .fast import Augment, CifarTensors, fast_dataloaders
 from .sources import image_folder, resolve_source
+
+if TYPE_CHECKING: from ..recipe import Recipe
 
 ENGINES = ('fast', 'datablock')
 
@@ -59,7 +64,7 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
               train_size: int | None = None, valid_size: int | None = None, aug: Augment = Augment(),
               policy: str | None = None, seed: int | None = None, num_workers: int | None = None,
               skip_bad: bool = False, device=None, path='.', dtype=torch.float32, channels_last: bool = False,
-              rank: int = 0, world_size: int = 1, progress: bool = True):
+              rank: int = 0, world_size: int = 1, progress: bool = True, stats=A.CIFAR_STATS):
     """CIFAR-10 `DataLoaders` (train = the 50k training split, valid = the 10k test split).
 
     Args:
@@ -69,6 +74,7 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
         seed: seeds the loaders' own shuffling RNGs (the DataBlock engine's item augmentation follows the
             global RNG: call fastai's `set_seed` for full reproducibility).
         num_workers: decode processes for the first decode, and DataLoader workers for the DataBlock engine.
+        stats: (mean, std) per channel that images are normalised with (default: fastai's `cifar_stats`).
     """
     if engine not in ENGINES: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}.")
     if policy is not None and engine != 'datablock':
@@ -81,15 +87,33 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
                                 a.classes, split=sp, names=[a.files[sp][i] for i in cd.idx[sp]])
                    for sp in ('train', 'test')]
         dls = fast_dataloaders(*tensors, bs=bs, aug=aug, device=device, val_bs=val_bs, path=path, dtype=dtype,
-                               channels_last=channels_last, rank=rank, world_size=world_size)
+                               channels_last=channels_last, rank=rank, world_size=world_size, stats=stats)
     else:
         if world_size > 1: raise ConfigError("The DataBlock engine is sharded by fastai's DistributedDL: pass world_size=1.")
         root = image_folder(cd.source)
         files = [root / cd.arrays.files[sp][i] for sp in ('train', 'test') for i in cd.idx[sp]]
-        dblock = cifar_datablock(cd.classes, aug, policy)
+        dblock = cifar_datablock(cd.classes, aug, policy, stats=stats)
         nw = 0 if num_workers is None else num_workers
         dls = dblock.dataloaders(files, bs=bs, val_bs=val_bs, num_workers=nw, device=device, path=Path(path))
     if seed is not None:
         for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)
     dls.cifar_source = cd.source  # for the run folder's record of where the data came from
     return dls
+
+
+def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, progress: bool = True, source=None,
+               engine: str | None = None, stats=A.CIFAR_STATS, **data_changes):
+    """A recipe's DataLoaders: the one way training, evaluation and interpretation build them. Build them after
+    seeding: each fastai DataLoader draws its RNG when created. `source`, `engine` and `data_changes` (DataConfig
+    fields) override the recipe's data settings, e.g. where the images are now."""
+    d = dataclasses.replace(r.data, **data_changes)
+    engine = engine or d.engine
+    aug = Augment(translate=d.translate, pad_mode=d.pad_mode, flip=d.flip, alt_flip=d.alt_flip, cutout=d.cutout)
+    # The recipe's batch size is the global batch: each of `world_size` processes takes its share. The fast engine
+    # shards itself by rank; DataBlock loaders are sharded by fastai's DistributedDL (see distributed.py).
+    shards = (rank, world_size) if engine == 'fast' else (0, 1)
+    return cifar_dls(source or d.source, engine=engine, bs=d.batch_size // world_size, val_bs=d.val_batch_size,
+                     train_size=d.train_size, valid_size=d.valid_size, aug=aug,
+                     policy=d.policy if engine == 'datablock' else None, num_workers=d.num_workers, skip_bad=d.skip_bad,
+                     device=device, rank=shards[0], world_size=shards[1], channels_last=r.channels_last,
+                     progress=progress, stats=stats)
