@@ -1,10 +1,10 @@
-"""ResNet-56 (He et al. 2016), the 3-stage CIFAR ResNet family of the seed "Cifar10-ResNet3-Classifier".
+"""ResNet-56 (He et al. 2016), the deepest common member of the 3-stage CIFAR ResNet family.
 
-Source: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, section 4.2 and Table 6:
+Source: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016 (arXiv:1512.03385), section 4.2 and Table 6:
 ResNet-56 (0.85M parameters) reaches 6.97% test error (93.03% accuracy) after 64k iterations at batch 128
 (~164 epochs), SGD momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at 32k and 48k iterations, 4-pixel
 zero padding with random 32×32 crops and horizontal flips, option-A shortcuts. Measured on the original PNG data;
-our JPEG copy costs 2-3 points (see shared/data/README.md). This recipe has not yet been run to completion here.
+our JPEG copy (quality 75) is lossy and scores somewhat lower (shared/data/README.md). This recipe has not yet been run to completion here.
 """
 from cifar_fast import DataConfig, Recipe, run_script
 
