@@ -1,6 +1,7 @@
 """Find CIFAR-10: an explicit path, `$CIFAR_FAST_DATA`, or fastai's download; folders, archives and pickles."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -16,6 +17,10 @@ ENV_DATA = 'CIFAR_FAST_DATA'
 ENV_CACHE = 'CIFAR_FAST_CACHE'
 ARCHIVE_SUFFIXES = ('.tgz', '.tar.gz', '.tar', '.zip')
 PICKLE_BATCHES = ('data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch')
+# errno values that mean "the cache cannot be written here" (as opposed to a bad source): a file where a folder
+# should be, no permission, a read-only mount, a full disk or quota, or the `ulimit -f` file-size limit.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+CACHE_WRITE_ERRNOS = (errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS, *_FULL)
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,45 @@ def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / '.cache' / 'cifar_fast').expanduser()
 
 
-def resolve_source(data: str | Path | None = None) -> CifarSource:
-    "Resolve `data`, else `$CIFAR_FAST_DATA`, else fastai's `untar_data(URLs.CIFAR)`, to a `CifarSource`."
-    if data is not None: return _resolve_path(Path(data).expanduser(), f'{data} (--data)')
-    if os.environ.get(ENV_DATA): return _resolve_path(Path(os.environ[ENV_DATA]).expanduser(), f'${ENV_DATA}={os.environ[ENV_DATA]}')
+def cache_error(path: Path, e: OSError, need: int | None = None) -> DataError:
+    """A `DataError` for a cache that cannot be written at `path`: says why, and how to fix it (another folder with
+    `$CIFAR_FAST_CACHE`, or free space). `need` is the number of bytes the write needed, when known."""
+    root = cache_dir()
+    where = (f'the cache folder {root} (${ENV_CACHE})' if os.environ.get(ENV_CACHE)
+             else f'the cache folder {root} (the default; ${ENV_CACHE} is not set)')
+    fix = f'Choose another folder: export {ENV_CACHE}=/path/to/a/writable/folder'
+    existing = next((q for q in (path, *path.parents) if _exists(q)), path)  # the folder refusing a new name
+    if e.errno in (errno.ENOTDIR, errno.EEXIST) and not existing.is_dir():
+        return DataError(f"Cannot write {where}: {existing} is a file, not a folder. {fix}, or move that file away.")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return DataError(f"Cannot write {where}: {existing} is not writable ({e.strerror}). {fix}, or make it "
+                         f"writable.")
+    if e.errno in _FULL:
+        size = f' (about {need / 1e6:,.0f} MB are needed)' if need else ''
+        why = 'the file-size limit (ulimit -f) was reached' if e.errno == errno.EFBIG else 'its disk is full'
+        return DataError(f"Cannot write {where}: {why} while writing {path}{size}. Free space on that disk (or raise "
+                         f"the limit), or choose a folder on a disk with room: export {ENV_CACHE}=/path/to/folder")
+    return DataError(f"Cannot write {where}: writing {path} failed ({type(e).__name__}: {e}). {fix}.")
+
+
+def _exists(p: Path) -> bool:
+    try: return p.exists()
+    except OSError: return False  # e.g. inside a folder we may not search
+
+
+def make_temp_dir(dest: Path) -> Path:
+    "A new empty sibling of `dest`, named `.<dest>.tmp-*`, to fill and rename into place; a `DataError` if impossible."
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f'.{dest.name}.tmp-', dir=dest.parent))
+    except OSError as e: raise cache_error(Path(e.filename) if e.filename else dest.parent, e) from e
+
+
+def resolve_source(data: str | Path | None = None, origin: str = '--data') -> CifarSource:
+    """Resolve `data`, else `$CIFAR_FAST_DATA`, else fastai's `untar_data(URLs.CIFAR)`, to a `CifarSource`; `origin`
+    says in messages where `data` came from (an option, a recipe field, a run's recipe.json)."""
+    if data is not None: return _resolve_path(Path(data).expanduser(), f'{data} ({origin})')
+    if env := os.environ.get(ENV_DATA): return _resolve_path(Path(env).expanduser(), f'${ENV_DATA}={env}')
     return _resolve_path(_download(), 'fastai untar_data(URLs.CIFAR)')
 
 
@@ -83,7 +123,8 @@ def _resolve_folder(p: Path, origin: str, fingerprint: str | None) -> CifarSourc
 def image_folder(src: CifarSource) -> Path:
     "A folder in fastai's layout for `src`, extracting an archive into the cache the first time."
     if src.kind == 'folder': return src.root
-    if src.kind == 'archive': return _resolve_folder(extract_archive(src.root, src.fingerprint), src.origin, src.fingerprint).root
+    if src.kind == 'archive':
+        return _resolve_folder(extract_archive(src.root, src.fingerprint), src.origin, src.fingerprint).root
     raise DataError(f"CIFAR-10 source {src.origin} holds torchvision pickles, not image files; "
                     f"use the fast engine (engine='fast'), which reads them directly.")
 
@@ -124,8 +165,7 @@ def extract_archive(p: Path, fingerprint: str) -> Path:
     so an interrupted extraction never leaves a folder that looks finished."""
     dest = cache_dir() / 'extracted' / f'{_stem(p)}-{fingerprint}'
     if dest.is_dir(): return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
+    tmp = make_temp_dir(dest)
     try:
         if p.name.lower().endswith('.zip'):
             with zipfile.ZipFile(p) as zf: _safe_members(p, zf.namelist(), tmp); zf.extractall(tmp)
@@ -135,6 +175,8 @@ def extract_archive(p: Path, fingerprint: str) -> Path:
         except OSError:  # another process finished the same extraction first
             if not dest.is_dir(): raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        if isinstance(e, OSError) and e.errno in CACHE_WRITE_ERRNOS:  # the cache's fault, not the archive's
+            raise cache_error(Path(e.filename) if e.filename else dest, e) from e
         raise DataError(f"Archive {p} cannot be extracted ({type(e).__name__}: {e}); it may be truncated or "
                         f"corrupt. Download it again or point --data at an extracted folder.") from e
     finally:
