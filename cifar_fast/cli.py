@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .console import RunConsole
@@ -99,7 +101,6 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 def _hand_over_to_torchrun(args) -> int:
     "`--nproc N`: re-run this same command under torch's own launcher, one process per device, on this node."
-    import os
     argv = without_nproc(sys.argv[1:])
     if args.recipe_obj is not None and args.recipe_file: argv = ['train', args.recipe_file, *argv]  # from a recipe script
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={args.nproc}',
@@ -268,6 +269,8 @@ def cmd_sweep(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cifar-fast', description='Fast, honest CIFAR-10 training on fastai.', allow_abbrev=False)
+    p.add_argument('--debug', action='store_true',
+                   help='show the full traceback of an error (also CIFAR_FAST_DEBUG=1)')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     d = sub.add_parser('data', help='show what CIFAR-10 source is used, its counts, and a grid of samples')
@@ -331,6 +334,8 @@ def main(argv=None, recipe=None, recipe_file=None) -> int:
     "Entry point of the `cifar-fast` console script; recipe scripts pass their `recipe` object."
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in argv or os.environ.get('CIFAR_FAST_DEBUG', '') not in ('', '0')  # anywhere on the line
+    argv = [a for a in argv if a != '--debug']
     # The recipe path is taken by hand: an optional positional would swallow the value of an override (`--epochs 3`).
     recipe_path = None
     if argv[:1] in (['train'], ['lr-find']) and len(argv) > 1 and not argv[1].startswith('-'): recipe_path = argv.pop(1)
@@ -340,8 +345,11 @@ def main(argv=None, recipe=None, recipe_file=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try: return args.func(args) or 0
-    except CifarFastError as e:
-        console.print(f'[bold red]error:[/bold red] {e}', highlight=False)
+    except (CifarFastError, OSError) as e:
+        if debug: raise  # --debug / CIFAR_FAST_DEBUG=1: the whole traceback
+        from .rundir import os_error_message
+        msg = os_error_message(e) if isinstance(e, OSError) else str(e)
+        console.print(f'[bold red]error:[/bold red] {escape(msg)}', highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print('[yellow]interrupted[/yellow]')

@@ -26,9 +26,14 @@ def load_run(run_dir: str | Path, weights: str = 'selected', trust_pickle: bool 
         model = load_learner(d / 'export.pkl', cpu=torch.device(device).type == 'cpu').model
     else:
         from .models import create_model
-        state = torch.load(d / 'model.pth', weights_only=True, map_location=device)
         model = create_model(r.model, **r.model_kwargs)
-        model.load_state_dict(state[state['selected'] if weights == 'selected' else weights])
+        try:
+            state = torch.load(d / 'model.pth', weights_only=True, map_location=device)
+            model.load_state_dict(state[state['selected'] if weights == 'selected' else weights])
+        except Exception as e:  # truncated, overwritten, or the weights of another model
+            raise ConfigError(f"{d / 'model.pth'} is damaged or not this run's weights ({type(e).__name__}: "
+                              f"{str(e)[:160]}). Train the run again, or, if you trust it, use its export.pkl with "
+                              f"--trust-pickle.") from None
     return r, model.to(device).eval()
 
 
@@ -49,7 +54,7 @@ def run_dls(r: Recipe, run_dir: str | Path, data=None, device='cpu', **changes):
     was; refused when the data's classes are not the ones the model was trained on."""
     info = run_data(run_dir)
     dls = recipe_dls(r, device, progress=False, source=str(data) if data else None, engine='fast', stats=info['stats'],
-                     **changes)
+                     origin=str(Path(run_dir) / 'recipe.json'), **changes)
     if info['classes'] is not None and list(info['classes']) != [str(c) for c in dls.vocab]:
         raise DataError(f"run {run_dir} was trained on classes {info['classes']}, but its data"
                         f"{' (' + str(data) + ')' if data else ''} has {list(dls.vocab)}: point --data at the data it "

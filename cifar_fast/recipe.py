@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import runpy
 import types
 import typing
@@ -182,6 +183,8 @@ def validate(obj, prefix: str = ''):
             raise ConfigError(f"recipe field {key}={v!r}: expected {_type_name(hints[f.name])}, got {type(v).__name__}.")
         if m.get('choices') and v is not None and v not in m['choices']:
             raise ConfigError(f"recipe field {key}={v!r}: allowed values are {', '.join(map(repr, m['choices']))}.")
+        if isinstance(v, float) and not math.isfinite(v):  # nan passes every range check below: refuse it here
+            raise ConfigError(f"recipe field {key}={v!r}: must be a finite number.")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             lo, hi = m.get('lo'), m.get('hi')
             if (lo is not None and (v < lo or (m['lo_open'] and v == lo))) or \
@@ -192,6 +195,8 @@ def validate(obj, prefix: str = ''):
 
 
 def _validate_recipe(r: Recipe):
+    "Each section's fields alone first, then what only a combination of fields can get wrong."
+    validate(r.data, 'data.'); validate(r.speed, 'speed.'); validate(r.wandb, 'wandb.')
     if isinstance(r.lr, str) and r.lr not in LR_SUGGESTIONS:
         raise ConfigError(f"recipe field lr={r.lr!r}: a number > 0, or one of {', '.join(LR_SUGGESTIONS)} "
                           f"(run lr_find first and use that suggestion).")
@@ -208,14 +213,11 @@ def _validate_recipe(r: Recipe):
         raise ConfigError("recipe field data.alt_flip=True needs data.engine='fast'.")
     if not all(isinstance(t, str) for t in r.wandb.tags):
         raise ConfigError(f"recipe field wandb.tags={r.wandb.tags!r}: a tuple of strings.")
-    validate(r.data, 'data.'); validate(r.speed, 'speed.'); validate(r.wandb, 'wandb.')
     if r.speed.decoupled and (r.opt != 'sgd' or isinstance(r.lr, str)):
         raise ConfigError("recipe field speed.decoupled=True needs opt='sgd' and a numeric lr (airbench's units).")
     if r.speed.muon and r.opt != 'sgd':
         raise ConfigError(f"recipe field speed.muon=True trains the filters with Muon and the rest with SGD: set opt='sgd' "
                           f"(got opt={r.opt!r}).")
-    if r.speed.whiten and not (r.model.startswith('fastnet')):
-        raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), not {r.model!r}.")
 
 
 # ---- serialisation and hashing --------------------------------------------------------------------------------

@@ -23,9 +23,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    with open(tmp, 'wb') as f:
-        f.write(data); f.flush(); os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as e:  # a full disk, a kill: never leave the temporary file beside the real one
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # a failed write() names no file: name the one being written
+            raise type(e)(e.errno, e.strerror, str(path)) from e
+        raise
     return path
 
 
@@ -130,3 +136,20 @@ def environment(device, precision: str, seed: int, extra: dict | None = None) ->
                cwd=os.getcwd(), git=git_info(Path(__file__).resolve().parent))
     env.update(extra or {})
     return env
+
+
+def os_error_message(e: OSError) -> str:
+    "One line for a file-system failure: the path, what went wrong, and the way out."
+    import errno
+    path = e.filename or 'a file'
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = 'no space left (disk full or file-size limit)'
+        fix = 'free some space, or write elsewhere: --runs FOLDER for run folders, CIFAR_FAST_CACHE=FOLDER for the cache'
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = 'not writable (permission denied or read-only file system)'
+        fix = 'choose a folder you can write: --runs FOLDER for run folders, CIFAR_FAST_CACHE=FOLDER for the cache'
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        why = 'a part of this path is a file, not a folder'
+        fix = 'point --runs (or CIFAR_FAST_CACHE) at a folder'
+    else: why, fix = e.strerror or type(e).__name__, 'check the path and try again'
+    return f"cannot write {path}: {why}. {fix[0].upper() + fix[1:]}."

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +22,21 @@ from fastai.torch_core import default_device, set_seed
 
 from .callback.mixup import mix_callbacks
 from .callback.precision import precision_callbacks, resolve_precision
-from .callback.run import BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, rng_restore, rng_snapshot
+from .callback.run import (BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, prev_checkpoint,
+                           rng_restore, rng_snapshot)
 from .callback.schedule import schedule_callback
 from .callback.speed import DeviceAccuracy, LazySync, Lookahead, WeightEMA, WhiteningBias, init_whitening
 from .console import RunConsole
 from .data import CIFAR_STATS, cache_dir, recipe_dls
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
-from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
+from .errors import CifarFastError, ConfigError, DistributedJobFailed, TrainingDiverged
 from .models import create_model, validate_model
 from .optim import hypers, opt_func, splitter
 from .plots import plot_curves, plot_lr_find
 from .predictions import RunInterpretation, predict_loader, predict_split
 from .recipe import LR_SUGGESTIONS, Recipe, from_dict, recipe_hash, to_dict
-from .rundir import (atomic_write_bytes, environment, new_run_dir, read_json, run_state, set_status, torch_save,
-                     write_json)
+from .rundir import (atomic_write_bytes, environment, new_run_dir, os_error_message, read_json, run_state, set_status,
+                     torch_save, write_json)
 
 SUGGEST_FUNCS = dict(valley=valley, slide=slide, minimum=minimum, steep=steep)
 
@@ -156,8 +159,10 @@ class Run:
     wall_seconds: float = 0.
 
     def status(self, state: str, **info):
-        "status.json, written by rank 0 alone (it owns the run folder)."
-        if self.info.is_main: set_status(self.run_dir, state, **info)
+        "status.json, written by rank 0 alone (it owns the run folder), wherever it can still be written."
+        if not self.info.is_main: return
+        try: set_status(self.run_dir, state, **info)
+        except OSError: pass  # a full disk or a folder gone read-only: the error itself reaches the user instead
 
     @property
     def resume_hint(self) -> str: return f'cifar-fast train --resume {self.run_dir}'
@@ -188,17 +193,23 @@ def train(r: Recipe | None, run_dir: str | Path | None = None, resume: str | Pat
 
 def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file) -> RunResult:
     run = open_run(r, run_dir, resume, device, show_progress, log, runs_root)
-    build(run, source_file)
+    with removed_if_refused(run, made=resume is None and run_dir is None):
+        build(run, source_file)
     choose_lr(run)
     cbs = fit_callbacks(run, extra_cbs)
     outcome = 'failed'
     try:
         with fit_status(run, cbs):
             fit(run, cbs)
-        outcome = check_ending(run, cbs)
-        if outcome == 'interrupted':
+        if check_ending(run, cbs) == 'interrupted':
+            outcome = 'interrupted'
             return RunResult(run.run_dir, dict(state='interrupted', epochs_completed=len(cbs.rec.rows)), run.learn)
-        return finish(run, cbs)
+        result = finish(run, cbs)
+        outcome = 'complete'
+        return result
+    except OSError as e:  # writing the results: a full disk, a folder gone read-only
+        run.status('failed', epoch=len(cbs.rec.rows), error=os_error_message(e))
+        raise
     finally:
         if cbs.wandb is not None: cbs.wandb.close(outcome)
 
@@ -224,6 +235,12 @@ def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs
 def check_recipe(r: Recipe, info: DistInfo) -> None:
     "What a Recipe cannot check on its own, since it builds nothing: the model and its options; the launch."
     validate_model(r.model, r.model_kwargs)
+    if r.speed.whiten and not r.model.startswith('fastnet'):
+        raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), not {r.model!r}.")
+    if r.data.train_size is not None and r.data.train_size < r.data.batch_size:
+        raise ConfigError(f"data.train_size={r.data.train_size} is smaller than one batch (data.batch_size="
+                          f"{r.data.batch_size}): the last partial batch is dropped, so nothing would train. Use "
+                          f"--data.batch_size {r.data.train_size} or less, or more training images.")
     if info.distributed and isinstance(r.lr, str):
         raise ConfigError(f"lr={r.lr!r} runs lr_find, which runs in one process: run `cifar-fast lr-find RECIPE` first, "
                           f"then train with --lr <number>.")
@@ -234,11 +251,47 @@ def check_recipe(r: Recipe, info: DistInfo) -> None:
 
 def _resumable(run_dir: Path):
     "(recipe, run folder, checkpoint) of an interrupted run."
+    if not run_dir.is_dir() or not (run_dir / 'recipe.json').is_file():
+        what = 'does not exist' if not run_dir.exists() else 'is not a run folder (it has no recipe.json)'
+        raise ConfigError(f"--resume {run_dir}: {what}.{_recent_runs(run_dir.parent)}")
     if run_state(run_dir) == 'complete': raise ConfigError(f"run {run_dir} is already complete; nothing to resume.")
-    ck = run_dir / 'checkpoints' / 'last.pth'
-    if not ck.is_file(): raise ConfigError(f"run {run_dir} has no checkpoint yet (no epoch completed); start it again.")
     r = from_dict(read_json(run_dir / 'recipe.json')['recipe'])
-    return r, run_dir, torch.load(ck, weights_only=True, map_location='cpu')
+    return r, run_dir, _load_checkpoint(run_dir / 'checkpoints' / 'last.pth')
+
+
+def _load_checkpoint(ck: Path) -> dict:
+    "last.pth, or, if it is missing or damaged, the one before it (prev.pth) with a warning; else a clear refusal."
+    import warnings
+    prev, damaged = prev_checkpoint(ck), None
+    for path in (ck, prev):
+        if not path.is_file(): continue
+        try: state = torch.load(path, weights_only=True, map_location='cpu')
+        except Exception as e:
+            damaged = damaged or f"{path} is damaged ({type(e).__name__}: {str(e)[:120]})"
+            continue
+        if path == prev:
+            warnings.warn(f"{damaged or f'{ck} is missing'}; resuming from the checkpoint before it, {prev} "
+                          f"(epoch {state['epoch'] + 1}).", stacklevel=3)
+        return state
+    if damaged: raise ConfigError(f"{damaged}, and there is no earlier checkpoint: this run cannot be resumed; start it "
+                                  f"again (cifar-fast train RECIPE).")
+    raise ConfigError(f"run {ck.parent.parent} has no checkpoint yet (no epoch completed); start it again.")
+
+
+def _recent_runs(root: Path, n: int = 5) -> str:
+    "' Most recent runs under ROOT: a, b, c.' (newest first), or a hint where there are none."
+    runs = sorted((d for d in root.glob('*') if (d / 'recipe.json').is_file()), key=lambda d: -d.stat().st_mtime)
+    if not runs: return f" No run folders under {root}/ (see `cifar-fast runs --runs FOLDER`)."
+    return f" Most recent runs under {root}/: " + ', '.join(f'{d.name} ({run_state(d)})' for d in runs[:n]) + '.'
+
+
+@contextlib.contextmanager
+def removed_if_refused(run: Run, made: bool):
+    "A new run folder that a refusal (bad data, too few images) leaves holding only our own records is removed."
+    try: yield
+    except CifarFastError:
+        if made and run.info.is_main: shutil.rmtree(run.run_dir, ignore_errors=True)
+        raise
 
 
 def build(run: Run, source_file=None) -> None:
@@ -246,7 +299,12 @@ def build(run: Run, source_file=None) -> None:
     records its recipe, environment and data in the folder; then the log opens."""
     r, info = run.r, run.info
     set_seed(r.seed, reproducible=True)
-    dls = recipe_dls(r, run.device, info.rank, info.world_size, progress=run.show_progress, stats=CIFAR_STATS)
+    dls = recipe_dls(r, run.device, info.rank, info.world_size, progress=run.show_progress, stats=CIFAR_STATS,
+                     origin=None if run.state is None else str(run.run_dir / 'recipe.json'))
+    if len(dls.train) == 0:
+        raise ConfigError(f"the training set ({len(dls.train.dataset)} images) is smaller than one batch "
+                          f"(data.batch_size={r.data.batch_size}): the last partial batch is dropped, so nothing would "
+                          f"train. Use --data.batch_size {len(dls.train.dataset) // info.world_size} or less.")
     run.learn = learn = build_learner(r, dls, run.run_dir, run.precision)
     _quiet_progress(learn, run.show_progress)
     run.n_params = sum(p.numel() for p in learn.raw_model.parameters())
@@ -361,7 +419,10 @@ def check_ending(run: Run, cbs: FitCallbacks) -> str:
     if nan is not None:
         kept = (f'the last good checkpoint (epoch {rows[-1]["epoch"]}) is kept' if rows
                 else 'no epoch had completed, so there is no checkpoint')
-        msg = (f"loss became {nan['loss']} at epoch {nan['epoch']}, batch {nan['batch']}: training stopped; {kept}. "
+        where = f"at epoch {nan['epoch']}" + (f", batch {nan['batch']}" if nan['batch'] is not None else '')
+        how = f"became {nan['loss']:.4g}" if math.isfinite(nan['loss']) else f"became {nan['loss']}"
+        if math.isfinite(nan['loss']): how += f" (over {nan['limit']}, 100 × a uniform guess's: it exploded)"
+        msg = (f"{nan['what']} {how} {where}: training diverged and stopped; {kept}. "
                f"Lower the learning rate (try `cifar-fast lr-find`).")
         run.status('diverged', epoch=len(rows), message=msg)
         raise TrainingDiverged(msg)

@@ -86,7 +86,7 @@ def test_resume_refuses_complete_or_unstarted_runs(recipe, tmp_path):
     d = train(recipe.replace(epochs=1), runs_root=tmp_path).run_dir
     with pytest.raises(ConfigError, match='already complete'): train(None, resume=d)
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(ConfigError, match='no checkpoint'): train(None, resume=tmp_path / 'empty')
+    with pytest.raises(ConfigError, match='not a run folder'): train(None, resume=tmp_path / 'empty')
 
 
 def test_lr_find_leaves_weights_optimiser_and_rngs_unchanged(recipe, tmp_path):

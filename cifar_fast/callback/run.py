@@ -4,6 +4,7 @@ interruption and divergence detection. fastai's CSVLogger has no lr or numeric s
 SaveModelCallback keeps no RNG, schedule or metric state, so an interrupted run could not resume identically."""
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -83,6 +84,9 @@ class RunRecorder(Callback):
             if self.log_fn: self.log_fn(row, self.n_epoch)
 
 
+def prev_checkpoint(path: Path) -> Path: return Path(path).with_name('prev.pth')
+
+
 class Checkpointer(Callback):
     """After each completed epoch, everything needed to continue exactly: weights, optimiser, epoch, RNGs, the
     Recorder's smoothed loss, the trackers' best/wait and the metric rows; and puts it back on resume."""
@@ -112,12 +116,16 @@ class Checkpointer(Callback):
         if rank_distrib() != 0: return
         sl = self.recorder.smooth_loss
         scaler = getattr(self.learn, 'scaler', None)
-        torch_save(dict(epoch=int(self.epoch), n_epoch=int(self.n_epoch), model=self.raw_model.state_dict(),
-                        opt=self.opt.state_dict(), rng=rng_snapshot(self.dls), rows=self.run_rec.rows,
-                        smooth_loss=[torch.as_tensor(sl.val).as_subclass(torch.Tensor).clone(), sl.count], scaler=scaler.state_dict() if scaler is not None else None,
-                        trackers=[{k: getattr(cb, k) for k in ('best', 'wait') if hasattr(cb, k)} for cb in self._trackers()],
-                        extra={k: obj.state_dict() for k, obj in self.extras.items()}),
-                   self.path)
+        state = dict(epoch=int(self.epoch), n_epoch=int(self.n_epoch), model=self.raw_model.state_dict(),
+                     opt=self.opt.state_dict(), rng=rng_snapshot(self.dls), rows=self.run_rec.rows,
+                     smooth_loss=[torch.as_tensor(sl.val).as_subclass(torch.Tensor).clone(), sl.count],
+                     scaler=scaler.state_dict() if scaler is not None else None,
+                     trackers=[{k: getattr(cb, k) for k in ('best', 'wait') if hasattr(cb, k)} for cb in self._trackers()],
+                     extra={k: obj.state_dict() for k, obj in self.extras.items()})
+        # The previous checkpoint stays as prev.pth: if last.pth is ever found damaged (a crash of the machine), the
+        # run resumes one epoch earlier instead of not at all.
+        if self.path.is_file(): self.path.replace(prev_checkpoint(self.path))
+        torch_save(state, self.path)
 
     def _trackers(self): return [cb for cb in self.learn.cbs if isinstance(cb, TrackerCallback)]
 
@@ -176,14 +184,37 @@ class GracefulStop(Callback):
         self._old = {}
 
 
+# A training batch's loss above this many times a uniform guess's (ln C for C classes: 230 for CIFAR-10) has exploded:
+# a correct class scored ~230 logits below the best. Healthy CIFAR runs stay under 1 × ln C after the first batches;
+# `quick --lr 1e6` reached 1e9 (issue 16's report), so the bound separates the two by orders of magnitude.
+EXPLODED = 100
+
+
 class StopOnNaN(Callback):
-    "Cancel the fit on a NaN/inf loss, recording where; the checkpoint of the last good epoch is kept."
+    """Cancel the fit when training diverges, recording where: a training loss that is not finite or has exploded
+    (above EXPLODED × ln(classes) per image), or a validation loss that is not finite. The checkpoint of the last good
+    epoch is kept. Checked every `every` batches, agreed across ranks."""
     order = Recorder.order - 1
 
     def __init__(self, every: int = 1): self.every, self.where = every, None
 
     def after_batch(self):
         if not self.training or self.iter % self.every: return
-        if any_rank(not bool(torch.isfinite(self.loss.detach()).all())):  # agreed across ranks, like GracefulStop
-            self.where = dict(epoch=int(self.epoch) + 1, batch=int(self.iter), loss=float(self.loss.detach()))  # from 1
-            raise CancelFitException
+        loss = self.loss.detach().float()
+        if getattr(self.learn.loss_func, 'reduction', 'mean') == 'sum': loss = loss / len(self.yb[0])  # per image
+        limit = EXPLODED * math.log(max(self.pred.shape[-1], 2))
+        if any_rank(not bool(torch.isfinite(loss).all()) or bool((loss > limit).any())):
+            self._stop('loss', batch=int(self.iter), limit=limit)
+
+    def after_validate(self):
+        "The Recorder's validation loss is complete here (it is read into the epoch's record just after)."
+        if self.training or not hasattr(self.learn, 'recorder') or getattr(self.learn, 'lr_finder', False): return
+        v = self.learn.recorder.loss.value
+        if v is not None and any_rank(not bool(torch.isfinite(torch.as_tensor(v)).all())):
+            self._stop('validation loss', batch=None)
+
+    def _stop(self, what: str, batch, limit=None):
+        value = self.loss.detach().float().mean() if what == 'loss' else self.learn.recorder.loss.value
+        self.where = dict(what=what, epoch=int(self.epoch) + 1, batch=batch, loss=float(value),  # epochs from 1
+                          limit=None if limit is None else round(limit, 1))
+        raise CancelFitException

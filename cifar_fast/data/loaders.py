@@ -51,10 +51,14 @@ class CifarData:
 
 
 def cifar_data(data=None, train_size: int | None = None, valid_size: int | None = None, skip_bad: bool = False,
-               num_workers: int | None = None, progress: bool = True) -> CifarData:
+               num_workers: int | None = None, progress: bool = True, origin: str = '--data') -> CifarData:
     "Resolve and decode CIFAR-10 (cached), then choose the stratified deterministic subsets."
-    src = resolve_source(data)
+    src = resolve_source(data, origin)
     arrays = load_arrays(src, skip_bad=skip_bad, num_workers=num_workers, progress=progress)
+    for field, sp, size in (('data.train_size', 'train', train_size), ('data.valid_size', 'test', valid_size)):
+        if size is not None and size > len(arrays.y[sp]):
+            raise ConfigError(f"{field}={size} is larger than the {sp} split of {src} ({len(arrays.y[sp]):,} images): "
+                              f"use at most {len(arrays.y[sp])}, or leave it unset for the whole split.")
     idx = {sp: (np.arange(len(arrays.y[sp])) if size is None else stratified_subset(arrays.y[sp], size))
            for sp, size in (('train', train_size), ('test', valid_size))}
     return CifarData(arrays, src, idx)
@@ -64,7 +68,7 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
               train_size: int | None = None, valid_size: int | None = None, aug: Augment = Augment(),
               policy: str | None = None, seed: int | None = None, num_workers: int | None = None,
               skip_bad: bool = False, device=None, path='.', dtype=torch.float32, channels_last: bool = False,
-              rank: int = 0, world_size: int = 1, progress: bool = True, stats=A.CIFAR_STATS):
+              rank: int = 0, world_size: int = 1, progress: bool = True, stats=A.CIFAR_STATS, origin: str = '--data'):
     """CIFAR-10 `DataLoaders` (train = the 50k training split, valid = the 10k test split).
 
     Args:
@@ -75,12 +79,13 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
             global RNG: call fastai's `set_seed` for full reproducibility).
         num_workers: decode processes for the first decode, and DataLoader workers for the DataBlock engine.
         stats: (mean, std) per channel that images are normalised with (default: fastai's `cifar_stats`).
+        origin: where `data` came from, for messages (an option, a recipe field, a run's recipe.json).
     """
     if engine not in ENGINES: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}.")
     if policy is not None and engine != 'datablock':
         raise ConfigError(f"policy={policy!r} (TrivialAugment/AutoAugment) works per image on PIL images: "
                           f"use engine='datablock', or drop the policy for the fast engine.")
-    cd = cifar_data(data, train_size, valid_size, skip_bad, num_workers, progress)
+    cd = cifar_data(data, train_size, valid_size, skip_bad, num_workers, progress, origin)
     if engine == 'fast':
         a = cd.arrays
         tensors = [CifarTensors(torch.from_numpy(a.x[sp][cd.idx[sp]]), torch.from_numpy(a.y[sp][cd.idx[sp]]),
@@ -102,10 +107,11 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
 
 
 def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, progress: bool = True, source=None,
-               engine: str | None = None, stats=A.CIFAR_STATS, **data_changes):
+               engine: str | None = None, stats=A.CIFAR_STATS, origin: str | None = None, **data_changes):
     """A recipe's DataLoaders: the one way training, evaluation and interpretation build them. Build them after
     seeding: each fastai DataLoader draws its RNG when created. `source`, `engine` and `data_changes` (DataConfig
-    fields) override the recipe's data settings, e.g. where the images are now."""
+    fields) override the recipe's data settings, e.g. where the images are now; `origin` names where the recipe came
+    from in messages about its data source."""
     d = dataclasses.replace(r.data, **data_changes)
     engine = engine or d.engine
     aug = Augment(translate=d.translate, pad_mode=d.pad_mode, flip=d.flip, alt_flip=d.alt_flip, cutout=d.cutout)
@@ -116,4 +122,5 @@ def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, pro
                      train_size=d.train_size, valid_size=d.valid_size, aug=aug,
                      policy=d.policy if engine == 'datablock' else None, num_workers=d.num_workers, skip_bad=d.skip_bad,
                      device=device, rank=shards[0], world_size=shards[1], channels_last=r.channels_last,
-                     progress=progress, stats=stats)
+                     progress=progress, stats=stats,
+                     origin='--data' if source else f"data.source{' in ' + origin if origin else ''}")
