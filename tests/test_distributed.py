@@ -89,3 +89,44 @@ def test_lr_find_refuses_under_distribution(synthetic, monkeypatch):
     monkeypatch.setenv('WORLD_SIZE', '2')  # refused before any process group is needed
     with pytest.raises(ConfigError, match='runs lr_find, which runs in one process'):
         train(Recipe(lr='valley', data=DataConfig(source=str(synthetic))))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(*args, timeout=300):
+    """Two torchrun launchers on this machine, one process each, meeting through a c10d rendezvous on localhost: the
+    shape of a 2-node job. Returns both launchers' (returncode, stderr)."""
+    port, run_id = _free_port(), f'cf{os.getpid()}'
+    procs = [subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1',
+                               f'--node_rank={i}', '--rdzv_backend=c10d', f'--rdzv_endpoint=127.0.0.1:{port}',
+                               f'--rdzv_id={run_id}', '--max_restarts=0', *map(str, args)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, 'OMP_NUM_THREADS': '1'}) for i in range(2)]
+    errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    return [(p.returncode, e) for p, e in zip(procs, errs)]
+
+
+def test_two_nodes_one_run_folder_a_dead_node_fails_the_job_and_resume_finishes(synthetic, tmp_path, full_run):
+    ok = two_nodes(WORKER, '--data', synthetic, '--runs', tmp_path / 'whole', '--out', tmp_path, '--epochs', 3)
+    assert [code for code, _ in ok] == [0, 0], ok[0][1][-3000:] + ok[1][1][-3000:]
+    (d,) = list((tmp_path / 'whole').iterdir())  # one run folder for the two nodes
+    assert run_state(d) == 'complete' and read_json(d / 'env.json')['world_size'] == 2
+    (full,) = list((full_run / 'runs').iterdir())
+    assert _rows(d) == _rows(full)  # 2 nodes × 1 process trains exactly as 1 node × 2 processes
+
+    # Node 1's only process dies in epoch 2: node 0 fails the job with the message, the folder is not complete...
+    dead = two_nodes(WORKER, '--data', synthetic, '--runs', tmp_path / 'cut', '--out', tmp_path, '--epochs', 3,
+                     '--die-rank', 1)
+    assert dead[0][0] != 0 and dead[1][0] != 0  # both launchers report the failed job
+    (d,) = list((tmp_path / 'cut').iterdir())
+    assert run_state(d) == 'failed' and not (d / 'summary.json').exists(), dead[0][1][-3000:]
+    assert 'another process of this 2-process job died' in read_json(d / 'status.json')['error']
+    # ...and the same two launchers with --resume finish it exactly.
+    resumed = two_nodes(WORKER, '--resume', d, '--out', tmp_path)
+    assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-3000:]
+    assert run_state(d) == 'complete' and _rows(d) == _rows(full)
