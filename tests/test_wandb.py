@@ -217,3 +217,124 @@ def test_smoothed_loss_is_true_at_every_step_with_lazy_sync(recipe, tmp_path, lo
     for i, h in enumerate(steps, 1):
         val = beta * val + (1 - beta) * h['train/loss']
         assert h['train/smooth_loss'] == pytest.approx(val / (1 - beta ** i), rel=1e-5), h['train/step']
+
+
+# ---- online without a server: offline at once, said once (issue 16) ----------------------------------------------
+# Before: wandb.init retried for its 90 s init_timeout plus a 10 s grace (105 s measured against port 9), then W&B was
+# off for the run. These runs take 2-6 s; 30 s leaves room for a busy 2-core machine and still fails the old wait.
+NO_SERVER_SECONDS = 30
+FAKE_KEY = 'k' * 40  # the length of a real key, so wandb accepts its form and goes on to the server
+
+
+@pytest.fixture
+def silent_server():
+    "A local socket that accepts connections and never answers: a server that hangs."
+    import socket
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    s.listen(16)  # the kernel completes the handshakes; nobody reads or replies
+    yield f'http://127.0.0.1:{s.getsockname()[1]}'
+    s.close()
+
+
+def _online_env(monkeypatch, url: str):
+    "WANDB_MODE=online against `url`, a key of the right form, and wandb's own output on (the conftest silences it)."
+    monkeypatch.setenv('WANDB_MODE', 'online')
+    monkeypatch.setenv('WANDB_BASE_URL', url)
+    monkeypatch.setenv('WANDB_API_KEY', FAKE_KEY)
+    monkeypatch.delenv('WANDB_SILENT', raising=False)
+
+
+@pytest.mark.parametrize('server,mode', [('refused', 'online'), ('hangs', 'auto')])
+def test_online_without_a_server_logs_offline_at_once_and_says_so_once(server, mode, recipe, tmp_path, monkeypatch,
+                                                                      local, capfd, recwarn, request):
+    url = 'http://127.0.0.1:9' if server == 'refused' else request.getfixturevalue('silent_server')  # 9: none listens
+    _online_env(monkeypatch, url)
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    res = train(recipe.replace(epochs=1, wandb=WandbConfig(enabled=True, mode=mode)), runs_root=tmp_path,
+                log=RunConsole(terminal=Console(file=out, width=400)))
+    seconds = time.perf_counter() - t0
+    d = res.run_dir
+    assert seconds < NO_SERVER_SECONDS, seconds
+    assert run_state(d) == 'complete' and not _ours(recwarn)  # said through the run's console, not as a warning
+    saved = read_json(d / 'wandb.json')
+    [seg] = d.glob('wandb/offline-run-*')  # logged offline, into the run folder
+    assert saved['mode'] == 'offline' and (seg / f"run-{saved['id']}.wandb").is_file()
+    assert _summary(seg)['summary']['outcome'] == 'complete'
+    term, log_file = out.getvalue(), (d / 'console.log').read_text()
+    captured = capfd.readouterr()
+    for text in (term, log_file):
+        [line] = [ln for ln in text.splitlines() if 'wandb sync' in ln]  # once: not again at the end of the run
+        assert url in line and 'did not answer' in line and line.endswith(f'wandb sync {seg}')  # the probe's word
+        assert text.count('wandb sync') == 1
+    for text in (term, log_file, captured.out, captured.err):
+        assert 'WANDB_MODE=online' not in text  # wandb's offline hint: it is set already
+        assert '\x1b[' not in text  # none of this is a terminal
+
+
+def test_the_offline_notice_without_a_console_is_one_warning(recipe, tmp_path, monkeypatch, local, capsys, recwarn):
+    _online_env(monkeypatch, 'http://127.0.0.1:9')
+    cb = WandbCallback(recipe.replace(wandb=WandbConfig(enabled=True, mode='online')), tmp_path, n_params=1)
+    cb._init()
+    [w] = _ours(recwarn)
+    [seg] = tmp_path.glob('wandb/offline-run-*')
+    msg = str(w.message)
+    assert 'http://127.0.0.1:9' in msg and 'logged offline' in msg and msg.endswith(f'wandb sync {seg}')
+    cb.close('complete')
+    assert 'wandb sync' not in capsys.readouterr().out and len(_ours(recwarn)) == 1  # the command was given once
+
+
+_REJECTING_RUN = """
+import sys, time, torch
+from rich.console import Console
+from cifar_fast.console import RunConsole
+from cifar_fast.recipe import DataConfig, Recipe, WandbConfig
+from cifar_fast.training import train
+torch.set_num_threads(1)
+r = Recipe(name='t', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=1, lr=0.02, seed=0,
+           data=DataConfig(source=sys.argv[1], batch_size=32), wandb=WandbConfig(enabled=True, mode='online'))
+t0 = time.perf_counter()
+res = train(r, runs_root=sys.argv[2], log=RunConsole(terminal=Console(file=sys.stdout)))
+print('SECONDS', time.perf_counter() - t0, 'RUN_DIR', res.run_dir)
+"""
+
+
+def test_a_server_that_rejects_the_run_logs_offline_without_colour_codes(synthetic, tmp_path):
+    """The server answers the probe but refuses wandb.init (401: a wrong key): offline, said once. In a subprocess with
+    pipes, as in a log file: wandb-core prints the footer of the run it closes at exit with colour codes unless the run
+    is silent (wandb 0.31), and only the end of a process shows it."""
+    import http.server
+    import threading
+    seen = []
+
+    class Rejecting(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.rfile.read(int(self.headers.get('Content-Length') or 0))
+            seen.append(self.path)
+            self.send_response(200 if self.path.startswith('/healthz') else 401)
+            self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'{}')
+        do_GET = do_POST = _answer
+        def log_message(self, *args): pass
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Rejecting)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f'http://127.0.0.1:{srv.server_address[1]}'
+    # wandb's own output on, and its files in the run folder (the conftest's WANDB_SILENT and WANDB_DIR & co. off)
+    drop = ('WANDB_SILENT', 'WANDB_DIR', 'WANDB_DATA_DIR', 'WANDB_CACHE_DIR')
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(WANDB_MODE='online', WANDB_BASE_URL=url, WANDB_API_KEY=FAKE_KEY, HOME=str(tmp_path))
+    try:
+        p = subprocess.run([sys.executable, '-c', _REJECTING_RUN, str(synthetic), str(tmp_path / 'runs')], env=env,
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+                           check=False)
+    finally: srv.shutdown(); srv.server_close()
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    assert any(s.startswith('/graphql') for s in seen)  # wandb.init did try the server, and was refused
+    seconds, d = float(out.split('SECONDS ')[1].split()[0]), Path(out.split('RUN_DIR ')[1].split()[0])
+    assert seconds < NO_SERVER_SECONDS, seconds
+    [seg] = d.glob('wandb/offline-run-*')
+    [line] = [ln for ln in out.splitlines() if 'wandb sync' in ln]
+    assert url in line and 'did not start the run' in line and line.endswith(f'wandb sync {seg}')
+    assert 'WANDB_MODE=online' not in out and '\x1b[' not in out, out[-3000:]
+    assert '\x1b[' not in (d / 'console.log').read_text() and read_json(d / 'wandb.json')['mode'] == 'offline'

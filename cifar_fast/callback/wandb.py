@@ -8,6 +8,8 @@ every run's model artifact gets the same name; and it logs no confusion matrix. 
   position (epoch × batches + batch), so a resumed run continues its curves instead of rewinding them;
 - keeps the run id in RUN_DIR/wandb.json, so `train(None, resume=RUN_DIR)` continues the same W&B run;
 - works offline: files under RUN_DIR/wandb/ and the `wandb sync` command printed at the end;
+- online, without a server that answers (or when wandb.init fails there), logs offline at once and says so in one
+  message with the `wandb sync` command, instead of waiting in wandb.init for ~100 s;
 - never lets a W&B error into fastai's loop: the first one is a single `WandbWarning`, W&B is off for the rest
   of the run, and training and the run folder carry on without it.
 """
@@ -20,6 +22,7 @@ import netrc
 import os
 import re
 import secrets
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -41,7 +44,16 @@ MIN_WANDB = '0.24.0'  # must be newer: 0.24.0 could fail to upload without sayin
 # Training steps per flush: one host transfer for 25 losses instead of a sync per batch on a GPU; about 4 flushes per
 # epoch at CIFAR's 98 steps of 512, so live charts lag by a fraction of an epoch.
 LOG_EVERY = 25
-PROBE_TIMEOUT = 3.0  # seconds 'auto' waits for the server: a choice, small next to a run; no network fails in ~0.05 s
+# Seconds to wait for the server's answer before going offline: a choice, small next to a run; with no network the
+# probe fails in ~0.05 s.
+PROBE_TIMEOUT = 3.0
+# Seconds wandb.init may wait for a server that answered the probe (a WANDB_INIT_TIMEOUT of the user's wins). wandb's
+# default is 90 s plus a 10 s grace (_INIT_TIMEOUT_GRACE_SECONDS, wandb 0.31 sdk/wandb_init.py): the ~100 s of issue 16,
+# 105 s measured here against a refused port. 25 s: the server is up, so this only has to cover wandb-core's retries of
+# a slow request; a start that fails still costs well under a minute (26 s with the probe bypassed, refused port), and
+# the run then goes on offline.
+INIT_TIMEOUT = 25.0
+_ANSI = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')  # CSI sequences: colours and styles, as click.unstyle removes them
 
 
 class WandbWarning(UserWarning):
@@ -76,17 +88,42 @@ def server_answers(url: str | None = None, timeout: float = PROBE_TIMEOUT) -> bo
     return True
 
 
-def resolve_mode(mode: str) -> str:
-    "'online', 'offline' or 'disabled': 'auto' is online only with an API key and a server that answers."
+def wanted_mode(mode: str) -> str:
+    "The mode asked for, before asking the server: 'auto' is online with an API key or WANDB_MODE=online."
     if mode != 'auto': return mode
     env = os.environ.get('WANDB_MODE', '').lower()  # the user's own `wandb offline`/WANDB_MODE wins over 'auto'
     if env in ('offline', 'dryrun', 'disabled'): return 'disabled' if env == 'disabled' else 'offline'
-    return 'online' if has_api_key() and server_answers() else 'offline'
+    return 'online' if env == 'online' or has_api_key() else 'offline'
+
+
+def resolve_mode(mode: str) -> str:
+    "'online', 'offline' or 'disabled': 'auto' is online only with an API key and a server that answers."
+    wanted = wanted_mode(mode)
+    return 'offline' if mode == 'auto' and wanted == 'online' and not server_answers() else wanted
+
+
+def _plain(s: str) -> str: return _ANSI.sub('', s)
+def _interactive(stream) -> bool:
+    "A terminal, or a notebook's output (ipykernel's streams: wandb shows HTML there, and click too keeps styles)."
+    if type(stream).__module__.startswith('ipykernel'): return True
+    try: return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError): return False  # no isatty, or closed: neither is a terminal
 
 
 def run_name(r: Recipe) -> str: return r.wandb.name or f'{r.name}-{r.model}-s{r.seed}'
 def run_tags(r: Recipe) -> list[str]: return list(dict.fromkeys([r.name, r.model, f'seed:{r.seed}', *r.wandb.tags]))
 def _new_id() -> str: return secrets.token_hex(4)  # W&B run ids are [a-z0-9]; 8 characters as wandb's own
+
+
+def _first_line(e: BaseException) -> str:
+    "An exception's first line, unstyled: wandb's errors can run to several lines of advice."
+    return (_plain(str(e)).strip().splitlines() or ['no message'])[0]
+
+
+def _sync_dirs(wb, parent: Path | None = None) -> str:
+    "Every offline segment of this run (one per start, when it was resumed), for `wandb sync`."
+    parent = parent or Path(wb.settings.sync_dir).parent
+    return ' '.join(str(d) for d in sorted(parent.glob(f'offline-run-*-{wb.id}')))
 
 
 def _guarded(what: str):
@@ -111,6 +148,7 @@ class WandbCallback(Callback):
     def __init__(self, r: Recipe, run_dir: Path, n_params: int, log=None):
         self.r, self.cfg, self.run_dir, self.n_params, self.console = r, r.wandb, Path(run_dir).resolve(), n_params, log
         self.wb, self.wandb, self.mode, self.failed, self.buf, self._env = None, None, None, False, [], []
+        self._said_sync = False  # the `wandb sync` command was given at the start (server unreachable)
         self.active = rank_distrib() == 0 and self.cfg.mode != 'disabled' and self._import()
 
     def _import(self) -> bool:
@@ -128,8 +166,8 @@ class WandbCallback(Callback):
     def _fail(self, what: str, e: BaseException):
         "One warning naming the failure, then W&B stays off for the rest of the run."
         if not self.failed:
-            warnings.warn(f"W&B {what} failed ({type(e).__name__}: {e}); W&B logging is off for the rest of this run. "
-                          f"Training continues and the run folder {self.run_dir} is complete without it.",
+            warnings.warn(f"W&B {what} failed ({type(e).__name__}: {_plain(str(e))}); W&B logging is off for the rest "
+                          f"of this run. Training continues and the run folder {self.run_dir} is complete without it.",
                           WandbWarning, stacklevel=3)
         self.failed, self.active = True, False
 
@@ -139,12 +177,15 @@ class WandbCallback(Callback):
         if self.run and self.wb is None: self._init()
 
     def _init(self):
-        "Start the W&B run, or continue the one RUN_DIR/wandb.json names (a resumed run)."
-        self.mode = resolve_mode(self.cfg.mode)
+        """Start the W&B run, or continue the one RUN_DIR/wandb.json names (a resumed run). Online, the server is probed
+        first; without an answer, or when wandb.init fails there, the run is logged offline and one message says so."""
+        self.mode = wanted_mode(self.cfg.mode)
         if self.mode == 'disabled': self.active = False; return
+        url, why = base_url(), None
+        if self.mode == 'online' and not server_answers(url):  # seconds here, not wandb.init's ~100 s of retries
+            self.mode, why = 'offline', f'did not answer within {PROBE_TIMEOUT:g} s'
         saved = self.run_dir / 'wandb.json'
         run_id = (read_json(saved) if saved.is_file() else {}).get('id') or os.environ.get('WANDB_RUN_ID') or _new_id()
-        write_json(saved, dict(id=run_id, project=self.cfg.project, entity=self.cfg.entity, mode=self.mode))
         # Staged artifacts and wandb-core's logs default to the home folder; keep them with the run (until close:
         # the environment is the process's, and the next run in this process has its own folder).
         for var, sub in (('WANDB_DATA_DIR', 'data'), ('WANDB_CACHE_DIR', 'cache')):
@@ -152,14 +193,46 @@ class WandbCallback(Callback):
         env_file = self.run_dir / 'env.json'
         config = dict(to_dict(self.r), recipe_hash=recipe_hash(self.r), params=self.n_params,
                       env=read_json(env_file) if env_file.is_file() else {})
-        # `dir` always explicit: wandb keeps the WANDB_DIR it saw at its first init in this process.
-        self.wb = wb = self.wandb.init(
-            project=self.cfg.project, entity=self.cfg.entity, id=run_id, resume='allow', mode=self.mode,
-            dir=os.environ.get('WANDB_DIR') or self.run_dir, name=run_name(self.r), group=self.r.name,
-            tags=run_tags(self.r), job_type='train', config=config, reinit='create_new')
+        # Not a terminal (a log file, a pipe): wandb's own lines off, ours instead. wandb-core prints the footer of a
+        # run it closes itself (a failed init) with colour codes even into a file; only `silent` stops it (wandb 0.31:
+        # NO_COLOR, TERM=dumb and `quiet` do not). Its Python-side lines are unstyled by click already.
+        tty = _interactive(sys.stdout) and _interactive(sys.stderr)
+        try: self.wb = self._start(run_id, config, silent=why is not None or not tty)
+        except (self.wandb.Error, TimeoutError) as e:  # wandb's own errors (CommError, UsageError, ...); others: _fail
+            if self.mode != 'online': raise
+            self.mode, why = 'offline', f'did not start the run ({type(e).__name__}: {_first_line(e)})'
+            # A new id: wandb-core keeps the failed run's stream, so its id is "in use" in this process, and telling
+            # it the run is finished (inform_finish) made the next init hang (wandb 0.31). wandb.json keeps the new one.
+            run_id = _new_id()
+            self.wb = self._start(run_id, config, silent=True)  # silent: our message, not wandb's offline hints
+        write_json(saved, dict(id=run_id, project=self.cfg.project, entity=self.cfg.entity, mode=self.mode))
+        wb = self.wb
         wb.define_metric('train/step'); wb.define_metric('train/*', step_metric='train/step')
         wb.define_metric('epoch')
         for pattern in ('valid/*', 'epoch/*'): wb.define_metric(pattern, step_metric='epoch')
+        if why is not None:  # once, with the upload command; close() then does not repeat it
+            self._said_sync = True
+            self._say(f'W&B server {url} {why}: this run is logged offline. To upload it later: '
+                      f'wandb sync {_sync_dirs(wb)}', warn=True)
+        elif self.mode == 'online' and not tty: self._say(f'W&B run: {wb.url}')  # wandb is silent here: its link
+
+    def _start(self, run_id: str, config: dict, silent: bool):
+        "wandb.init in self.mode, waiting at most INIT_TIMEOUT for the server (or the user's WANDB_INIT_TIMEOUT)."
+        settings = {'silent': True} if silent else {}
+        if not os.environ.get('WANDB_INIT_TIMEOUT'): settings['init_timeout'] = INIT_TIMEOUT
+        # `dir` always explicit: wandb keeps the WANDB_DIR it saw at its first init in this process.
+        return self.wandb.init(
+            project=self.cfg.project, entity=self.cfg.entity, id=run_id, resume='allow', mode=self.mode,
+            dir=os.environ.get('WANDB_DIR') or self.run_dir, name=run_name(self.r), group=self.r.name,
+            tags=run_tags(self.r), job_type='train', config=config, reinit='create_new',
+            settings=self.wandb.Settings(**settings))
+
+    def _say(self, msg: str, warn: bool = False):
+        "One line through the run's console (and its console.log); without one, a WandbWarning (`warn`) or stdout."
+        msg = _plain(msg)
+        if self.console is not None: self.console.print(Text(msg))  # Text: paths and URLs are not markup
+        elif warn: warnings.warn(msg, WandbWarning, stacklevel=4)
+        else: Console().print(Text(msg))
 
     def before_epoch(self): self.t_epoch, self.skipped, self.n_seen = time.perf_counter(), False, 0
     def before_train(self): self.t_train = time.perf_counter()
@@ -257,9 +330,8 @@ class WandbCallback(Callback):
                 wb.summary['outcome'] = outcome
                 wb.finish(exit_code=0 if outcome == 'complete' else 1)
             except Exception as e: self._fail('finish', e); return
-            if self.mode == 'offline':  # every segment of the run, when it was resumed; Text: paths are not markup
-                dirs = ' '.join(str(d) for d in sorted(sync_parent.glob(f'offline-run-*-{wb.id}')))
-                (self.console or Console()).print(Text(f'W&B run saved offline; to upload it: wandb sync {dirs}'))
+            if self.mode == 'offline' and not self._said_sync:
+                self._say(f'W&B run saved offline; to upload it: wandb sync {_sync_dirs(wb, sync_parent)}')
         finally:
             for var in self._env: os.environ.pop(var, None)
             self._env = []
