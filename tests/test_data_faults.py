@@ -3,18 +3,16 @@ unwritable cache is one message with the fix and no leftovers; 16-bit images are
 import errno
 import json
 import os
-import resource
 import shutil
-import signal
-import sys
 import tarfile
 import tempfile
-import traceback
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import NOBODY
+from helpers import cli_in_child as _cli_in_child
 from PIL import Image
 
 from cifar_fast.data import cache
@@ -22,7 +20,6 @@ from cifar_fast.data.cache import load_arrays
 from cifar_fast.data.sources import ENV_CACHE, image_folder, resolve_source
 from cifar_fast.errors import DataError
 
-NOBODY = 65534  # the unprivileged uid/gid Debian and most distributions ship
 
 
 @pytest.fixture
@@ -49,33 +46,6 @@ def _leftovers(root: Path) -> list:
 def _one_line(text: str) -> str:
     "The CLI's output with rich's line wrapping undone."
     return ' '.join(text.split())
-
-
-def _cli_in_child(argv, env: dict, uid: int | None = None, fsize: int | None = None) -> tuple[int, str]:
-    """Run `cifar-fast argv` in a forked child, optionally as `uid` or under a file-size limit of `fsize` bytes; return
-    (exit code, stdout+stderr). Forking reuses the imports: a fresh interpreter spent 8-14 s importing
-    cifar_fast.data (torch, fastai) on our 2 shared cores."""
-    import cifar_fast.plots  # noqa: F401  `cifar-fast data` imports it; import it once here, not in every child
-    from cifar_fast.cli import main
-    r, w = os.pipe()  # a pipe, not a file: writes to it are not bound by RLIMIT_FSIZE
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        rc = 70
-        try:
-            os.close(r); os.dup2(w, 1); os.dup2(w, 2)
-            sys.stdout = sys.stderr = open(w, 'w', closefd=False)
-            os.environ.update(env)
-            if fsize is not None:  # over the limit a write fails with EFBIG, once SIGXFSZ no longer kills us
-                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-            if uid is not None: os.setgroups([]); os.setgid(uid); os.setuid(uid)  # what `setpriv --reuid` does
-            rc = main(argv)
-        except BaseException: traceback.print_exc()
-        finally:
-            sys.stdout.flush(); os._exit(rc)
-    os.close(w)
-    with open(r, 'rb') as f: out = f.read().decode()
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), out
 
 
 # ---- 1. a damaged cache entry is named, removed and rebuilt -----------------------------------------------------

@@ -2,7 +2,6 @@
 file, field or value and the way out, no traceback (unless --debug), no temporary files, and a status.json that
 tells the truth. (Data-source and cache faults: tests/test_data_faults.py and test_data_validation.py.)"""
 import json
-import math
 import os
 import subprocess
 import sys
@@ -190,3 +189,32 @@ def test_a_damaged_model_pth_is_named_by_evaluate_interpret_and_predict(cli, tmp
         code, out = cli(*argv, recipe=False)
         assert code == 2 and 'model.pth is damaged' in out and '--trust-pickle' in out, (argv, out)
         _no_traceback(out)
+
+
+def test_a_read_only_runs_folder_is_one_message(synthetic):
+    "As root, which ignores permissions, the CLI runs in a child that drops to an unprivileged user (as setpriv would)."
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from helpers import NOBODY, cli_in_child
+    top = Path(tempfile.mkdtemp(prefix='cifar_fast_ro_'))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(synthetic, top / 'cifar10')
+        ro = top / 'runs'
+        ro.mkdir()
+        root = os.geteuid() == 0
+        if root:
+            try: os.chown(ro, NOBODY, NOBODY)
+            except OSError as e: pytest.skip(f'running as root and cannot hand the folder to uid {NOBODY}: {e}')
+        ro.chmod(0o500)
+        quick = str(Path(__file__).resolve().parents[1] / 'recipes' / 'quick.py')
+        code, out = cli_in_child(['train', quick, '--data', str(top / 'cifar10'), *TINY, '--runs', str(ro)],
+                                 {'CIFAR_FAST_CACHE': str(top / 'cache')}, uid=NOBODY if root else None)
+        out = ' '.join(out.split())
+        assert code == 2 and f'cannot write {ro}/quick-' in out and 'not writable' in out and '--runs FOLDER' in out, out
+        _no_traceback(out)
+        assert list(ro.iterdir()) == []
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
