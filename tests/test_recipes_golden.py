@@ -1,0 +1,39 @@
+"""Golden recipe hashes: each shipped recipe's hash is pinned here, so a change to a recipe, or to what the hash
+covers, is a visible decision in review rather than a silent change of every run folder's identity."""
+from pathlib import Path
+
+import pytest
+
+from cifar_fast.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / 'recipes'
+
+# `load_recipe(f'recipes/{name}.py').hash`, computed on 2026-11-30 from the recipes as then shipped.
+GOLDEN = {
+    'quick': '738ee0111d0f',
+    'resnet18_5m': 'ec3c858b2249',
+    'resnet56': 'c537cc10789a',
+    'resnet9': '9fdfc79cbe32',
+    'speed94': 'ba38af051c5b',
+    'speed95': '8add3ff31157',
+    'vgg16': 'a48759a726a5',
+    'wrn28_3_5': 'c1e3b6b77a7f',
+}
+
+RULE = ("see the hash rule in cifar_fast/recipe.py: if the change is meant, update GOLDEN in "
+        "tests/test_recipes_golden.py in the same commit and say why in its message")
+
+
+def test_every_shipped_recipe_has_a_pinned_hash():
+    shipped = sorted(p.stem for p in RECIPES.glob('*.py'))
+    added, removed = sorted(set(shipped) - set(GOLDEN)), sorted(set(GOLDEN) - set(shipped))
+    assert not added and not removed, (f"recipes added without a pinned hash: {added or 'none'}; pinned recipes no "
+                                       f"longer shipped: {removed or 'none'} ({RULE})")
+
+
+@pytest.mark.parametrize('name', sorted(GOLDEN))
+def test_recipe_hash_is_pinned(name):
+    path = RECIPES / f'{name}.py'
+    if not path.is_file(): pytest.fail(f"recipes/{name}.py is pinned in GOLDEN but no longer shipped ({RULE})")
+    got = load_recipe(path).hash
+    assert got == GOLDEN[name], f"recipes/{name}.py hash changed: {GOLDEN[name]} -> {got} ({RULE})"
