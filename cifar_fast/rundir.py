@@ -131,7 +131,6 @@ def environment(device, precision: str, seed: int, extra: dict | None = None) ->
                timm=timm.__version__, wandb=wandb_version, platform=platform.platform(), cpu=cpu_model(),
                cpu_threads=torch.get_num_threads(), device=str(dev),
                gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None,
-               cpu_bf16_native=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                precision=precision, seed=seed, command=' '.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                cwd=os.getcwd(), git=git_info(Path(__file__).resolve().parent))
     env.update(extra or {})

@@ -21,7 +21,7 @@ from fastai.metrics import accuracy
 from fastai.torch_core import default_device, set_seed
 
 from .callback.mixup import mix_callbacks
-from .callback.precision import precision_callbacks, resolve_precision
+from .callback.precision import cpu_has_native_bf16, precision_callbacks, resolve_precision
 from .callback.run import (BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, prev_checkpoint,
                            rng_restore, rng_snapshot)
 from .callback.schedule import schedule_callback
@@ -325,6 +325,7 @@ def record_run(run: Run, dls, source_file=None) -> None:
     write_json(d / 'env.json', environment(run.device, run.precision, r.seed, dict(
         data_source=str(getattr(dls, 'cifar_source', None)), n_train=len(dls.train.dataset),
         n_valid=len(dls.valid.dataset), params=run.n_params, world_size=run.info.world_size,
+        cpu_bf16_native=cpu_has_native_bf16(),
         wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'), compile_cache=str(compile_cache_dir()) if r.compile else None)))
     write_json(d / 'data.json', dict(classes=[str(c) for c in dls.vocab], mean=list(CIFAR_STATS[0]),
                                      std=list(CIFAR_STATS[1]), size=32, channels='RGB',

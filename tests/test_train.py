@@ -164,6 +164,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     bf16 on Arm), else fp32; then the rule as a table, with the hardware queries stubbed."""
     from pathlib import Path
 
+    import cifar_fast.callback.precision as P
     from cifar_fast.callback.precision import resolve_precision
     cpuinfo = Path('/proc/cpuinfo')
     if cpuinfo.is_file():
@@ -180,7 +181,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
              ('meta', True, True, 'fp32')]
     for device, cuda_bf16, cpu_bf16, expected in table:
         monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, v=cuda_bf16, **k: v)
-        monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda v=cpu_bf16: v)
+        monkeypatch.setattr(P, 'cpu_has_native_bf16', lambda v=cpu_bf16: v)
         assert resolve_precision('auto', device) == expected, (device, cuda_bf16, cpu_bf16)
         for explicit in ('fp32', 'bf16', 'fp16'):
             assert resolve_precision(explicit, device) == explicit, (device, explicit)
