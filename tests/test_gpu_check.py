@@ -1,0 +1,117 @@
+"""benchmarks/gpu_check.py: its budget schedule and N-GPU estimate against hand computations, and its --dry-run on the
+synthetic set, which must run every part through the GPU code path and write the table and the raw lines."""
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / 'benchmarks' / 'gpu_check.py'
+
+
+@pytest.fixture(scope='module')
+def gc():
+    "The script as a module (it imports nothing heavy at import time)."
+    spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules['gpu_check'] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_deadlines_are_cumulative(gc):
+    # setup 30 s, then parts of 150 and 170 s from t0=1000: each part may use what the ones before it left
+    assert gc.deadlines(1000., {'setup': 30, 1: 150, 2: 170}) == {'setup': 1030., 1: 1180., 2: 1350.}
+    assert gc.fits(now=1100., expected_s=80., deadline=1180.)
+    assert not gc.fits(now=1100., expected_s=80.5, deadline=1180.)
+
+
+def test_budget_shares_fill_nine_minutes(gc):
+    assert sum(gc.BUDGET_S.values()) == 9 * 60
+    assert list(gc.BUDGET_S) == ['setup', 1, 2, 3, 4, 5]
+
+
+def test_n_gpu_estimate_by_hand(gc):
+    # 1000 img/s at batch 100: 0.1 s of compute per step. 1M params = 4 MB of fp32 gradients; a ring over 2 GPUs
+    # sends 2·1/2 of it, 4 MB, at 4 GB/s: 1 ms. Efficiency 0.1 / 0.101; 2 GPUs: 2 · 1000 · 0.1/0.101 img/s.
+    ips, eff = gc.n_gpu_estimate(1000., 1_000_000, 100, 2, link_gbps=4.)
+    assert eff == pytest.approx(0.1 / 0.101)
+    assert ips == pytest.approx(2000 * 0.1 / 0.101)
+    # 8 GPUs: 2·7/8 · 4 MB = 7 MB at 4 GB/s = 1.75 ms
+    assert gc.n_gpu_estimate(1000., 1_000_000, 100, 8, link_gbps=4.)[1] == pytest.approx(0.1 / 0.10175)
+    assert gc.n_gpu_estimate(1000., 1_000_000, 100, 1) == (1000., 1.)
+
+
+@pytest.mark.slow
+def test_dry_run_covers_every_part(synthetic, tmp_path):
+    "The whole check, a few steps per part on CPU: exit 0, a table row for parts 1-5, parseable raw lines."
+    out = tmp_path / 'out'
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, str(SCRIPT), '--data', str(synthetic), '--dry-run', '--out', str(out)],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    secs = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    print(f'gpu_check --dry-run took {secs:.0f} s')
+
+    table = (out / 'gpu_check.md').read_text()
+    rows = [r.split('|')[1:-1] for r in table.splitlines() if r.startswith('| ') and not r.startswith('| part')]
+    rows = [[x.strip() for x in r] for r in rows]
+    assert {r[0] for r in rows} == {'1', '2', '3', '4', '5'}
+    names = {(r[0], r[1]) for r in rows}
+    assert {('1', 'airbench94'), ('1', 'speed94'), ('2', 'airbench95'), ('2', 'speed95'),
+            ('3', 'speed94 --speed.muon true')} <= names
+    assert {('4', m) for m in ('wrn28_3_5', 'resnet18_5m', 'resnet56', 'vgg16')} <= names
+    assert {('5', f.stem) for f in (ROOT / 'recipes').glob('*.py')} <= names
+    for r in rows:  # run (n ≥ 1), or not run with its reason
+        assert int(r[2]) >= 1 or 'not run (' in r[6], r
+    assert 'airbench' in table and 'DRY RUN' in table
+
+    lines = [json.loads(x) for x in (out / 'runs.jsonl').read_text().splitlines()]
+    assert lines[0]['kind'] == 'env' and lines[0]['dry_run'] is True
+    runs = [x for x in lines if x['kind'] == 'run']
+    assert not [x for x in lines if x['kind'] == 'failed']
+    part4 = {x['item']: x for x in runs if x['part'] == 4}
+    assert set(part4) == {'wrn28_3_5', 'resnet18_5m', 'resnet56', 'vgg16'}
+    for x in part4.values():
+        assert x['images_per_s'] > 0
+        assert [e['n'] for e in x['n_gpu']] == [1, 2, 4, 8]
+        assert all(0 < e['efficiency'] <= 1 for e in x['n_gpu'])
+    part5 = [x for x in runs if x['part'] == 5]
+    assert len(part5) == len(list((ROOT / 'recipes').glob('*.py')))
+    for x in part5:
+        assert 0 <= x['accuracy'] <= 1 and x['images_per_s'] > 0
+    for x in lines:  # what did not run says why (no run failed, see above); airbench cannot run in a dry run
+        if x['kind'] == 'not_run': assert x['reason'].startswith('not run (')
+    assert any(x['kind'] == 'not_run' and x['item'] == 'airbench94' for x in lines)
+
+
+def test_attempt_reports_budget_and_failure(gc, tmp_path):
+    "A run past its part's deadline is not started; a failing run stops its item; both are reported, neither dropped."
+    now = time.monotonic()
+    c = gc.Check(tmp_path, 'cpu', 'data', gc.DRY, tmp_path / 'runs', tmp_path, gc.BUDGET_S,
+                 {'setup': now, 1: now - 1., 2: now + 3600.}, gc.LINK_GBPS)
+    late, bad, ok = c.item(1, 'late', 3), c.item(2, 'bad', 2), c.item(2, 'ok', 2)
+    calls = []
+    assert c.attempt(late, lambda: calls.append(1)) is None and not calls
+    assert late.reason == 'not run (budget)'
+
+    def boom(): raise RuntimeError('CUDA out of memory')
+    assert c.attempt(bad, boom) is None and c.failed
+    assert c.attempt(bad, lambda: calls.append(1)) is None and not calls  # the rest of a failed item is not run
+    assert bad.reason == 'failed (RuntimeError: CUDA out of memory)'
+    c.attempt(ok, lambda: dict(accuracy=0.5, wall_s=1.0, images_per_s=10.))
+    c.attempt(ok, lambda: dict(accuracy=0.7, wall_s=3.0, images_per_s=30.))
+    assert ok.reason is None and len(ok.runs) == 2
+
+    table = gc.render(c, dict(dry_run=True, date='d', gpu='g', driver='-', cuda='-', torch='-', fastai='-', timm='-',
+                              airbench=None, python='-'), 'cmd', {}, 0.)
+    assert '| 1 | late | 0 | – | – | – | 3 of 3 not run (budget) |' in table
+    assert '| 2 | bad | 0 | – | – | – | 2 of 2 failed (RuntimeError: CUDA out of memory) |' in table
+    # mean ± sample std of 50% and 70%: 60.00 ± 14.14; of 1 s and 3 s: 2.00 ± 1.41
+    assert '| 2 | ok | 2 | 60.00 ± 14.14% | 2.00 ± 1.41 | 20 ± 14 |' in table
+    lines = [json.loads(x) for x in (tmp_path / 'runs.jsonl').read_text().splitlines()]
+    assert [x['kind'] for x in lines] == ['failed', 'run', 'run']
