@@ -470,7 +470,9 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
                     selected=weights['selected'], average=weights['average']), d / 'model.pth')
     export_learner(learn, d / 'export.pkl')
     plot_curves(rows, d / 'curves.png', title=f'{r.name} ({r.model})')
-    res.save(d / 'interpret')
+    # CIFAR_FAST_RUN_FIGURES=0: the CSVs and report.md only, for many short runs (a test suite, a sweep of smoke runs);
+    # each figure is ~1 s of matplotlib on a 2-core CPU, and `cifar-fast interpret RUN_DIR` draws them later.
+    res.save(d / 'interpret', figures=os.environ.get('CIFAR_FAST_RUN_FIGURES', '1') != '0')
     summary = run_summary(run, rows, best_i, res, tta_acc, weights)
     if cbs.wandb is not None: cbs.wandb.log_final(res, summary, d)
     write_json(d / 'summary.json', summary)  # last: its presence marks a complete run

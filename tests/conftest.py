@@ -12,6 +12,9 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 for var in ('WANDB_DIR', 'WANDB_DATA_DIR', 'WANDB_CACHE_DIR', 'WANDB_CONFIG_DIR'):
     os.environ[var] = str(_SESSION_TMP / 'wandb')
 os.environ['WANDB_MODE'] = 'offline'
+# The end of a run draws interpret/'s three figures (~2 s of matplotlib here) unless told not to; over the suite's ~90
+# short runs that was minutes. Tests of those figures (test_run_end, test_interpret, the notebooks) turn them on.
+os.environ['CIFAR_FAST_RUN_FIGURES'] = '0'
 os.environ['WANDB_SILENT'] = 'true'
 os.environ.pop('WANDB_API_KEY', None)
 os.environ.pop('CIFAR_FAST_DATA', None)

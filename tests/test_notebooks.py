@@ -50,6 +50,7 @@ def workdir(tmp_path, monkeypatch, notebook_data) -> Path:
     (tmp_path / 'nbs').mkdir()
     (tmp_path / 'recipes').symlink_to(ROOT / 'recipes')
     monkeypatch.setenv('CIFAR_FAST_DATA', str(notebook_data))
+    monkeypatch.setenv('CIFAR_FAST_RUN_FIGURES', '1')  # a user's default: notebook 03 shows the run's figures
     # W&B files go into each run folder, as a user's would; the conftest's MPLBACKEND=Agg would stop inline figures
     for var in ('WANDB_DIR', 'WANDB_DATA_DIR', 'WANDB_CACHE_DIR', 'MPLBACKEND'): monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))

@@ -34,6 +34,7 @@ def run(synthetic, tmp_path_factory, monkeypatch_module):
     r = Recipe(name='t', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=2, lr=0.02, seed=0, tta=1,
                precision='fp32', checkpoint='best', data=DataConfig(source=str(synthetic), batch_size=32),
                wandb=WandbConfig(enabled=True, mode='offline'))
+    monkeypatch_module.setenv('CIFAR_FAST_RUN_FIGURES', '1')  # the default outside the test suite
     monkeypatch_module.chdir(tmp_path_factory.mktemp('cwd'))
     res = T.train(r, runs_root='runs')  # relative, as from the command line
     return res, list(calls)
@@ -121,3 +122,12 @@ def test_evaluation_reads_classes_and_statistics_from_data_json(run, tmp_path):
     assert evaluate_run(d)['loss'] != pytest.approx(base['loss'], abs=1e-6)
     write_json(d / 'data.json', dict(info, classes=info['classes'][::-1]))
     with pytest.raises(DataError, match='trained on classes'): interpret_run(d)
+
+
+def test_without_figures_the_run_writes_the_tables_and_says_where_figures_come_from(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv('CIFAR_FAST_RUN_FIGURES', '0')
+    r = Recipe(name='t', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=1, lr=0.02, seed=0,
+               data=DataConfig(source=str(synthetic), batch_size=32))
+    d = T.train(r, runs_root=tmp_path).run_dir / 'interpret'
+    assert sorted(p.name for p in d.iterdir()) == sorted(f for f in FILES if not f.endswith('.png'))
+    assert 'cifar-fast interpret' in (d / 'report.md').read_text() and '.png' not in (d / 'report.md').read_text()
