@@ -8,7 +8,7 @@ inside a function (tests/test_layers.py reads every import and holds the package
        predictions                               prediction pass and the result every report derives from
     2  recipe, distributed                       the Recipe value; process groups
     3  callback                                  fastai callbacks of our own
-    4  training                                  recipe -> Learner -> fit -> run folder
+    4  learner, training                         the recipe's Learner; recipe -> Learner -> fit -> run folder
     5  inference, interpret, sweep               using finished runs; sweep configs
     6  cli                                       the command line
 """
@@ -26,7 +26,7 @@ __version__ = '0.1.0'
 # (The training module is `training`, not `train`: a submodule named like the function would replace it as
 # `cifar_fast.train` as soon as anything imported the submodule.)
 _LAZY = {'train': 'training', 'lr_find': 'training', 'RunResult': 'training', 'recipe_dls': 'data',
-         'build_learner': 'training',
+         'build_learner': 'learner',
          'cifar_dls': 'data', 'cifar_data': 'data', 'Augment': 'data', 'make_synthetic_cifar': 'data',
          'create_model': 'models', 'list_models': 'models', 'model_info': 'models', 'register_model': 'models',
          'interpret_run': 'interpret', 'interpret_learner': 'interpret', 'evaluate_run': 'inference',

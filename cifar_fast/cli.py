@@ -71,14 +71,15 @@ def _help_fields() -> int:
 
 def cmd_train(args) -> int:
     "Train a recipe into a run folder, or resume one."
-    from .training import _interactive, train
+    from .console import interactive
+    from .training import train
     if args.help_fields: return _help_fields()
     if args.nproc: return _hand_over_to_torchrun(args)
     if args.resume:
         if args.recipe or args.extra: raise CifarFastError('--resume continues a run exactly as recorded: give no recipe or overrides.')
         r = None
     else: r = _recipe_from_args(args)
-    out = RunConsole(terminal=console, echo_epochs=not _interactive())
+    out = RunConsole(terminal=console, echo_epochs=not interactive())
     try:
         res = train(r, resume=args.resume, runs_root=args.runs, log=out, source_file=args.recipe or args.recipe_file)
         if res.summary.get('state') == 'interrupted':

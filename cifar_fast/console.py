@@ -99,3 +99,13 @@ def per_class_table(res) -> Table:
         t.add_row(c, *(f'{pc[k][i]:.3f}' for k in cols), str(int(pc['support'][i])),
                   style='yellow' if i == worst else None)
     return t
+
+
+def interactive() -> bool:
+    "In a notebook or a terminal: where fastai's progress bars and rich's live output belong."
+    import sys
+    try:
+        from IPython import get_ipython
+        if get_ipython() is not None: return True
+    except ImportError: pass
+    return sys.stdout.isatty()

@@ -1,9 +1,9 @@
 """recipe -> (dls, model) -> Learner + callbacks -> fit -> run folder, told as a short story of named steps in
-`_train`. The CLI, recipe scripts and notebooks all come through `train` and `lr_find` here."""
+`_train`. The CLI, recipe scripts and notebooks all come through `train` and `lr_find` here; the Learner itself is
+built in `cifar_fast.learner` (re-exported here: build_learner, run_lr_find)."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import shutil
@@ -12,121 +12,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from fastai.callback.progress import ProgressCallback
-from fastai.callback.schedule import minimum, slide, steep, valley
 from fastai.callback.tracker import EarlyStoppingCallback
-from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import accuracy
 from fastai.torch_core import default_device, set_seed
 
-from .callback.mixup import mix_callbacks
-from .callback.precision import cpu_has_native_bf16, precision_callbacks, resolve_precision
-from .callback.run import (BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, prev_checkpoint,
-                           rng_restore, rng_snapshot)
+from .callback.precision import cpu_has_native_bf16, resolve_precision
+from .callback.run import BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, prev_checkpoint
 from .callback.schedule import schedule_callback
-from .callback.speed import DeviceAccuracy, LazySync, Lookahead, WeightEMA, WhiteningBias, init_whitening
-from .console import RunConsole
-from .data import CIFAR_STATS, cache_dir, recipe_dls
+from .callback.speed import Lookahead, WeightEMA
+from .console import RunConsole, interactive
+from .data import CIFAR_STATS, recipe_dls
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
 from .errors import CifarFastError, ConfigError, DistributedJobFailed, TrainingDiverged
-from .models import create_model, validate_model
-from .optim import hypers, opt_func, splitter
+from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_progress, run_lr_find  # noqa: F401
+from .models import validate_model
+from .optim import hypers
 from .plots import plot_curves, plot_lr_find
 from .predictions import RunInterpretation, predict_loader, predict_split
-from .recipe import LR_SUGGESTIONS, Recipe, from_dict, recipe_hash, to_dict
+from .recipe import Recipe, from_dict, recipe_hash, to_dict
 from .rundir import (atomic_write_bytes, environment, new_run_dir, os_error_message, read_json, run_state, set_status,
                      torch_save, write_json)
-
-SUGGEST_FUNCS = dict(valley=valley, slide=slide, minimum=minimum, steep=steep)
-
-
-# ---- building blocks ------------------------------------------------------------------------------------------
-
-def loss_func(r: Recipe):
-    "Cross-entropy with integer targets (so MixUp/CutMix mix the loss, not the labels) and optional smoothing."
-    return CrossEntropyLossFlat(label_smoothing=r.label_smoothing, reduction=r.speed.loss_reduction)
-
-
-def learner_callbacks(r: Recipe, precision: str) -> list:
-    "Callbacks that belong to the Learner (active in fit and lr_find alike): mixing, precision, speed techniques."
-    cbs = mix_callbacks(r.mixup, r.cutmix, r.mix_switch) + precision_callbacks(precision)
-    if r.channels_last:
-        from fastai.callback.channelslast import ChannelsLast
-        cbs.append(ChannelsLast())
-    if r.speed.whiten: cbs.append(WhiteningBias(r.speed.whiten_bias_epochs))
-    if r.speed.sync_every > 1: cbs.append(LazySync(r.speed.sync_every))
-    return cbs
-
-
-def build_learner(r: Recipe, dls, path: Path, precision: str):
-    "A fastai Learner for the recipe; `path` is the run folder, so nothing is written inside the dataset."
-    if torch.device(dls.device).type == 'cpu':
-        # Denormal floats (tiny gradients once a class is learnt) made CPU epochs 30× slower here (resnet20 on the
-        # synthetic set: 21 s vs 0.65 s per epoch on a 2-core EPYC); flushing them to zero costs nothing in accuracy.
-        torch.set_flush_denormal(True)
-    model = create_model(r.model, **r.model_kwargs)
-    if r.speed.whiten:  # from the data, once; a resumed run loads the same weights from its checkpoint
-        init_whitening(model.to(dls.device), dls)
-    raw = model
-    if r.compile:
-        compile_cache_dir()
-        model = torch.compile(model)
-    learn = Learner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path, model_dir='checkpoints',
-                    metrics=DeviceAccuracy() if r.speed.sync_every > 1 else accuracy,  # same values, fewer syncs
-                    splitter=splitter(r), cbs=learner_callbacks(r, precision))
-    learn.raw_model = raw  # uncompiled module: for state dicts without `_orig_mod.` and for export
-    return learn
-
-
-def compile_cache_dir() -> Path:
-    """torch.compile's on-disk caches (Inductor's FX-graph and kernel caches, on by default in torch) under cifar_fast's
-    cache folder instead of torch's default in /tmp, which a reboot empties: a rerun of a recipe on this machine loads
-    compiled code instead of compiling again. $TORCHINDUCTOR_CACHE_DIR, when set, wins."""
-    return Path(os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', str(cache_dir() / 'inductor')))
-
-
-def _quiet_progress(learn, show_progress: bool):
-    """fastai's bars in a terminal or notebook; outside one they write megabytes of redraws to the log, and the
-    Recorder's fallback logger prints raw lists: there the run's own `log` reports each epoch instead."""
-    if show_progress: return
-    if any(isinstance(cb, ProgressCallback) for cb in learn.cbs): learn.remove_cb(ProgressCallback)
-    learn.logger = _no_log
-
-
-def _no_log(*args): pass
-
-
-def run_lr_find(learn, suggest=LR_SUGGESTIONS, num_it: int = 100) -> dict:
-    """fastai's `lr_find` with all four suggestions; afterwards weights, optimiser and every RNG are exactly as
-    before (fastai restores weights but advances the RNGs, #3013, and an interrupt would skip its restore)."""
-    snap, weights = rng_snapshot(learn.dls), copy.deepcopy(learn.model.state_dict())
-    opt = learn.opt
-    try:
-        with learn.no_logging():
-            res = learn.lr_find(suggest_funcs=[SUGGEST_FUNCS[s] for s in suggest], show_plot=False, num_it=num_it)
-        curve = dict(lrs=[float(x) for x in learn.recorder.lrs], losses=[float(x) for x in learn.recorder.losses])
-    finally:
-        learn.model.load_state_dict(weights)
-        learn.opt = opt
-        rng_restore(snap, learn.dls)
-    return dict(suggestions={k: float(v) for k, v in res._asdict().items()}, **curve)
-
-
-def compile_warmup(learn) -> float:
-    "Trigger torch.compile on one batch (train and eval) and time it; weights, grads and RNGs restored after."
-    snap, weights = rng_snapshot(learn.dls), copy.deepcopy(learn.model.state_dict())
-    t0 = time.perf_counter()
-    try:
-        xb, yb = learn.dls.train.one_batch()
-        learn.model.train(); learn.loss_func(learn.model(xb), yb).backward()
-        learn.model.eval()
-        with torch.no_grad(): learn.model(xb)
-    finally:
-        learn.model.load_state_dict(weights); learn.model.zero_grad(set_to_none=True)
-        rng_restore(snap, learn.dls)
-    return time.perf_counter() - t0
-
 
 # ---- the run --------------------------------------------------------------------------------------------------
 
@@ -228,7 +132,7 @@ def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs
             run_dir.mkdir(parents=True, exist_ok=True)
         run_dir, state = Path(broadcast_object(str(run_dir) if info.is_main else None, info)), None
     else: r, run_dir, state = _resumable(Path(resume))
-    show_progress = (_interactive() if show_progress is None else show_progress) and info.is_main
+    show_progress = (interactive() if show_progress is None else show_progress) and info.is_main
     return Run(r, run_dir, info, device, log, state, show_progress, resolve_precision(r.precision, device))
 
 
@@ -306,7 +210,7 @@ def build(run: Run, source_file=None) -> None:
                           f"(data.batch_size={r.data.batch_size}): the last partial batch is dropped, so nothing would "
                           f"train. Use --data.batch_size {len(dls.train.dataset) // info.world_size} or less.")
     run.learn = learn = build_learner(r, dls, run.run_dir, run.precision)
-    _quiet_progress(learn, run.show_progress)
+    quiet_progress(learn, run.show_progress)
     run.n_params = sum(p.numel() for p in learn.raw_model.parameters())
     if run.state is None and info.is_main: record_run(run, dls, source_file)
     run.status('running', pid=os.getpid(), world_size=info.world_size)
@@ -522,22 +426,11 @@ def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root
     device = torch.device(device or default_device())
     precision = resolve_precision(r.precision, device)
     set_seed(r.seed, reproducible=True)
-    show_progress = _interactive() if show_progress is None else show_progress
+    show_progress = interactive() if show_progress is None else show_progress
     learn = build_learner(r, recipe_dls(r, device, progress=show_progress), out_dir, precision)
-    _quiet_progress(learn, show_progress)
+    quiet_progress(learn, show_progress)
     found = run_lr_find(learn)
     write_json(out_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
     write_json(out_dir / 'lr_find.json', found)
     plot_lr_find(found, out_dir / 'lr_find.png')
     return dict(found, out_dir=out_dir, learn=learn)
-
-
-def _interactive() -> bool:
-    import sys
-    try:
-        from IPython import get_ipython
-        if get_ipython() is not None: return True
-    except ImportError: pass
-    return sys.stdout.isatty()
-
-
