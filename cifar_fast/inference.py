@@ -9,7 +9,7 @@ import torch
 
 from .data import CIFAR_STATS, recipe_dls
 from .errors import ConfigError, DataError
-from .predictions import predict_loader
+from .predictions import accuracy, predict_loader
 from .recipe import Recipe, from_dict
 from .rundir import check_run_dir, read_json
 
@@ -68,7 +68,7 @@ def evaluate_run(run_dir, tta: int = 0, data=None, trust_pickle: bool = False, w
     r, model = load_run(run_dir, weights, trust_pickle, device)
     dls = run_dls(r, run_dir, data, device)
     probs, targs, losses = predict_loader(model, dls.valid, tta)
-    return dict(accuracy=float((probs.argmax(1) == targs).float().mean()), loss=float(losses.mean()),
+    return dict(accuracy=accuracy(probs, targs), loss=float(losses.mean()),
                 n=len(targs), tta=tta, weights=weights, recipe=r.name, model=r.model)
 
 

@@ -247,6 +247,11 @@ def _report(res: RunInterpretation, head: str, figures: bool = True) -> str:
     return '\n'.join(lines)
 
 
+def accuracy(probs: torch.Tensor, targs: torch.Tensor) -> float:
+    "Top-1 accuracy as summary.json and `evaluate` report it (a float32 mean, as fastai's `accuracy` metric)."
+    return float((probs.argmax(1) == targs).float().mean())
+
+
 def check_top(top_losses: int, n: int, split: str) -> None:
     "A top-loss grid cannot hold more images than the split has."
     if top_losses > n:

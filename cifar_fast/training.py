@@ -27,7 +27,7 @@ from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_pro
 from .models import validate_model
 from .optim import hypers
 from .plots import plot_curves, plot_lr_find
-from .predictions import RunInterpretation, predict_loader, predict_split
+from .predictions import RunInterpretation, accuracy, predict_loader, predict_split
 from .recipe import Recipe, from_dict, recipe_hash, to_dict
 from .rundir import (atomic_write_bytes, environment, new_run_dir, os_error_message, read_json, run_state, set_status,
                      torch_save, write_json)
@@ -368,7 +368,7 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
     # WORLD_SIZE > 1, which would hang here, where rank 0 alone evaluates.
     res = predict_split(learn.raw_model, learn.dls.valid, learn.dls.vocab, split='test', title=f'{d.name} ({r.model})')
-    tta_acc = _accuracy(*predict_loader(learn.raw_model, learn.dls.valid, r.tta)[:2]) if r.tta else None
+    tta_acc = accuracy(*predict_loader(learn.raw_model, learn.dls.valid, r.tta)[:2]) if r.tta else None
     best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
     torch_save(dict(best=weights['best'], last=weights['last'], best_epoch=rows[best_i]['epoch'],
                     selected=weights['selected'], average=weights['average']), d / 'model.pth')
@@ -385,16 +385,13 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     return summary, res
 
 
-def _accuracy(probs, targs) -> float: return float((probs.argmax(1) == targs).float().mean())
-
-
 def run_summary(run: Run, rows: list, best_i: int, res: RunInterpretation, tta_acc, weights: dict) -> dict:
     "summary.json's contents: the test result, which weights gave it, and what the run cost."
     r = run.r
     n_train = len(run.learn.dls.train.dataset)  # the whole training set per epoch, whichever rank's share this is
     train_secs = sum(x['train_seconds'] for x in rows)
     return dict(recipe=r.name, model=r.model, hash=recipe_hash(r), params=run.n_params, epochs=len(rows),
-                epochs_planned=r.epochs, test_accuracy=_accuracy(res.probs, res.targs), test_accuracy_tta=tta_acc,
+                epochs_planned=r.epochs, test_accuracy=accuracy(res.probs, res.targs), test_accuracy_tta=tta_acc,
                 tta_level=r.tta, last_epoch_accuracy=rows[-1]['accuracy'], best_epoch=rows[best_i]['epoch'],
                 best_epoch_accuracy=rows[best_i]['accuracy'], checkpoint=weights['selected'],
                 weights_average=weights['average'], seed=r.seed, wall_seconds=round(run.wall_seconds, 2),

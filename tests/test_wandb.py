@@ -168,13 +168,14 @@ def test_auto_mode_is_online_only_with_a_key_and_a_server(tmp_path, monkeypatch)
     monkeypatch.setenv('NETRC', str(tmp_path / 'netrc'))
     asked = []
     monkeypatch.setattr(W, 'server_answers', lambda *a, **k: asked.append(1) or True)
-    assert W.resolve_mode('auto') == 'offline' and not asked  # no key: the server is not even asked
+    assert W.resolve_mode('auto') == ('offline', None) and not asked  # no key: the server is not even asked
     (tmp_path / 'netrc').write_text(f"machine api.wandb.ai login user password {'k' * 40}\n")
-    assert W.resolve_mode('auto') == 'online'
+    assert W.resolve_mode('auto') == ('online', None)
     monkeypatch.setattr(W, 'server_answers', lambda *a, **k: False)
-    assert W.resolve_mode('auto') == 'offline' and W.resolve_mode('online') == 'online'
+    # No answer: offline, with the reason, whether online was asked for by 'auto' or explicitly (what the run does).
+    assert W.resolve_mode('auto') == W.resolve_mode('online') == ('offline', 'did not answer within 3 s')
     monkeypatch.setenv('WANDB_MODE', 'disabled')
-    assert W.resolve_mode('auto') == 'disabled'
+    assert W.resolve_mode('auto') == ('disabled', None)
 
 
 def test_server_probe_gives_up_quickly_without_a_server():

@@ -96,10 +96,13 @@ def wanted_mode(mode: str) -> str:
     return 'online' if env == 'online' or has_api_key() else 'offline'
 
 
-def resolve_mode(mode: str) -> str:
-    "'online', 'offline' or 'disabled': 'auto' is online only with an API key and a server that answers."
+def resolve_mode(mode: str) -> tuple[str, str | None]:
+    """(mode to start in, why it is offline instead of online, or None): a run that wants to be online (see
+    `wanted_mode`) goes offline when the server does not answer within PROBE_TIMEOUT, instead of waiting in
+    wandb.init for ~100 s."""
     wanted = wanted_mode(mode)
-    return 'offline' if mode == 'auto' and wanted == 'online' and not server_answers() else wanted
+    if wanted == 'online' and not server_answers(): return 'offline', f'did not answer within {PROBE_TIMEOUT:g} s'
+    return wanted, None
 
 
 def _plain(s: str) -> str: return _ANSI.sub('', s)
@@ -179,11 +182,9 @@ class WandbCallback(Callback):
     def _init(self):
         """Start the W&B run, or continue the one RUN_DIR/wandb.json names (a resumed run). Online, the server is probed
         first; without an answer, or when wandb.init fails there, the run is logged offline and one message says so."""
-        self.mode = wanted_mode(self.cfg.mode)
+        self.mode, why = resolve_mode(self.cfg.mode)
         if self.mode == 'disabled': self.active = False; return
-        url, why = base_url(), None
-        if self.mode == 'online' and not server_answers(url):  # seconds here, not wandb.init's ~100 s of retries
-            self.mode, why = 'offline', f'did not answer within {PROBE_TIMEOUT:g} s'
+        url = base_url()
         saved = self.run_dir / 'wandb.json'
         run_id = (read_json(saved) if saved.is_file() else {}).get('id') or os.environ.get('WANDB_RUN_ID') or _new_id()
         # Staged artifacts and wandb-core's logs default to the home folder; keep them with the run (until close:
