@@ -5,7 +5,8 @@ inside a function (tests/test_layers.py reads every import and holds the package
 
     0  errors, console, plots, interpret_plots   messages, rendering, figures: no cifar_fast logic
     1  data, models, optim, rundir, tta,         the pieces: images, nets, optimisers, files of a run folder, one
-       predictions                               prediction pass and the result every report derives from
+       predictions, machine                      prediction pass and the result every report derives from, the
+                                                 run's choices for this machine (precision, layout, compile, threads)
     2  recipe, distributed                       the Recipe value; process groups
     3  callback                                  fastai callbacks of our own
     4  learner, training                         the recipe's Learner; recipe -> Learner -> fit -> run folder

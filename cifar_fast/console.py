@@ -34,7 +34,7 @@ class RunConsole:
             r = p['recipe']
             how = f"resuming at epoch {p['resumed_from']}" if p['resumed_from'] is not None else 'new run'
             self.print(f"[bold]{r.name}[/bold]: {r.model} ({p['params'] / 1e6:.2f}M params), {r.epochs} epochs, "
-                       f"{r.schedule} lr={r.lr}, bs={r.data.batch_size}, {p['device']} {p['precision']}, seed {r.seed}"
+                       f"{r.schedule} lr={r.lr}, bs={r.data.batch_size}, {p['device']} {p['choices'].describe()}, seed {r.seed}"
                        f" — {how} in [cyan]{p['run_dir']}[/cyan]")
         elif kind == 'lr_find':
             sugg = ', '.join(f'{k} {v:.2e}' for k, v in p.items() if k in ('valley', 'slide', 'minimum', 'steep'))

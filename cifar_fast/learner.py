@@ -18,8 +18,10 @@ from fastai.metrics import accuracy
 from .callback.mixup import mix_callbacks
 from .callback.precision import precision_callbacks
 from .callback.run import rng_restore, rng_snapshot
+from .callback.sam import sam_callbacks
 from .callback.speed import DeviceAccuracy, LazySync, WhiteningBias, init_whitening
 from .data import cache_dir
+from .machine import Choices
 from .models import create_model
 from .optim import opt_func, splitter
 from .recipe import LR_SUGGESTIONS, Recipe
@@ -32,19 +34,21 @@ def loss_func(r: Recipe):
     return CrossEntropyLossFlat(label_smoothing=r.label_smoothing, reduction=r.speed.loss_reduction)
 
 
-def learner_callbacks(r: Recipe, precision: str) -> list:
+def learner_callbacks(r: Recipe, choices: Choices) -> list:
     "Callbacks that belong to the Learner (active in fit and lr_find alike): mixing, precision, speed techniques."
-    cbs = mix_callbacks(r.mixup, r.cutmix, r.mix_switch) + precision_callbacks(precision)
-    if r.channels_last:
+    cbs = mix_callbacks(r.mixup, r.cutmix, r.mix_switch) + precision_callbacks(choices.precision)
+    if choices.channels_last:
         from fastai.callback.channelslast import ChannelsLast
         cbs.append(ChannelsLast())
+    cbs += sam_callbacks(r.sam)
     if r.speed.whiten: cbs.append(WhiteningBias(r.speed.whiten_bias_epochs))
     if r.speed.sync_every > 1: cbs.append(LazySync(r.speed.sync_every))
     return cbs
 
 
-def build_learner(r: Recipe, dls, path: Path, precision: str):
-    "A fastai Learner for the recipe; `path` is the run folder, so nothing is written inside the dataset."
+def build_learner(r: Recipe, dls, path: Path, choices: Choices):
+    """A fastai Learner for the recipe; `path` is the run folder, so nothing is written inside the dataset. `choices`
+    are the recipe's machine settings as resolved for this run (`machine.choose`)."""
     if torch.device(dls.device).type == 'cpu':
         # Denormal floats (tiny gradients once a class is learnt) made CPU epochs 30× slower here (resnet20 on the
         # synthetic set: 21 s vs 0.65 s per epoch on a 2-core EPYC); flushing them to zero costs nothing in accuracy.
@@ -52,13 +56,15 @@ def build_learner(r: Recipe, dls, path: Path, precision: str):
     model = create_model(r.model, **r.model_kwargs)
     if r.speed.whiten:  # from the data, once; a resumed run loads the same weights from its checkpoint
         init_whitening(model.to(dls.device), dls)
+    if choices.channels_last:  # before compiling: the compiled graph is specialised to the weights' layout
+        model = model.to(memory_format=torch.channels_last)
     raw = model
-    if r.compile:
+    if choices.compile:
         compile_cache_dir()
         model = torch.compile(model)
     learn = Learner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path, model_dir='checkpoints',
                     metrics=DeviceAccuracy() if r.speed.sync_every > 1 else accuracy,  # same values, fewer syncs
-                    splitter=splitter(r), cbs=learner_callbacks(r, precision))
+                    splitter=splitter(r), cbs=learner_callbacks(r, choices))
     learn.raw_model = raw  # uncompiled module: for state dicts without `_orig_mod.` and for export
     return learn
 

@@ -169,9 +169,12 @@ def opt_func(r):
         return partial(OptimWrapper, opt=partial(MuonSGD, momentum=r.momentum, nesterov=r.nesterov,
                                                  muon_momentum=s.muon_momentum, muon_ns_steps=s.muon_ns_steps,
                                                  muon_normalize=s.muon_normalize))
-    if r.opt == 'sgd': return partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=r.momentum, nesterov=r.nesterov))
-    cls = torch.optim.Adam if r.opt == 'adam' else torch.optim.AdamW
-    return partial(OptimWrapper, opt=partial(cls, betas=(r.momentum, 0.99)))
+    if r.opt == 'sgd': cls, kw = torch.optim.SGD, dict(momentum=r.momentum, nesterov=r.nesterov)
+    else: cls, kw = (torch.optim.Adam if r.opt == 'adam' else torch.optim.AdamW), dict(betas=(r.momentum, 0.99))
+    if r.sam:  # pytorch-optimizer's SAM around the torch optimiser; callback.sam runs its two passes per batch
+        from pytorch_optimizer import SAM
+        return partial(OptimWrapper, opt=partial(SAM, base_optimizer=cls, rho=r.sam, adaptive=r.sam_adaptive, **kw))
+    return partial(OptimWrapper, opt=partial(cls, **kw))
 
 
 def splitter(r):

@@ -117,15 +117,22 @@ class Recipe:
     momentum: float = fld(0.9, 'SGD momentum / Adam beta1 when the schedule keeps it constant', lo=0, hi=1, hi_open=True)
     nesterov: bool = fld(True, 'Nesterov momentum (SGD)')
     wd: float = fld(5e-4, 'weight decay (L2 for sgd/adam, decoupled for adamw)', lo=0)
+    sam: float = fld(0.0, "sharpness-aware minimisation's radius ρ (SAM, Foret et al. 2021: 0.05 for SGD on CIFAR); two "
+                     "forward/backward passes per step; 0 = off", lo=0)
+    sam_adaptive: bool = fld(False, 'adaptive SAM (ASAM, Kwon et al. 2021): ρ scaled by each weight (their ρ: 0.5-2)')
     label_smoothing: float = fld(0.0, 'label smoothing of the cross-entropy', lo=0, hi=1, hi_open=True)
     mixup: float = fld(0.0, 'MixUp Beta(α, α); 0 = off', lo=0)
     cutmix: float = fld(0.0, 'CutMix Beta(α, α); 0 = off', lo=0)
     mix_switch: float = fld(0.5, 'with both on: probability a batch uses MixUp rather than CutMix', lo=0, hi=1)
     precision: str = fld('auto', "'auto': bf16 where the device computes it natively, else fp32 (CPU) / fp16 (GPU)",
                          ('auto', 'fp32', 'bf16', 'fp16'))
-    channels_last: bool = fld(False, 'channels-last memory format')
+    channels_last: bool | str = fld('auto', "channels-last memory format; 'auto': on for CPU and CUDA (cifar_fast.machine)",
+                                    ('auto', True, False))
     sync_bn: bool = fld(False, "SyncBatchNorm across processes when distributed (CUDA only: torch's works on GPU modules)")
-    compile: bool = fld(False, 'torch.compile the model (compile time reported apart)')
+    compile: bool | str = fld('auto', "torch.compile the model (compile time reported apart); 'auto': on with CUDA, "
+                              "off on a CPU (slower there, cifar_fast.machine)", ('auto', True, False))
+    threads: int = fld(0, "torch threads per process; 0 = auto: this process's CPUs shared among the node's processes",
+                       lo=0)
     tta: int = fld(0, 'test-time augmentation at evaluation: 0 off, 1 flip, 2 flip × ±1-px translate', lo=0, hi=2)
     seed: int = fld(42, 'seed for every RNG: the same recipe and seed give the same run on CPU', lo=0)
     patience: int | None = fld(None, 'early stopping: epochs without accuracy improvement (None = off)', lo=1)
@@ -215,6 +222,11 @@ def _validate_recipe(r: Recipe):
         raise ConfigError(f"recipe field wandb.tags={r.wandb.tags!r}: a tuple of strings.")
     if r.speed.decoupled and (r.opt != 'sgd' or isinstance(r.lr, str)):
         raise ConfigError("recipe field speed.decoupled=True needs opt='sgd' and a numeric lr (airbench's units).")
+    if r.sam and r.speed.muon:
+        raise ConfigError(f"recipe field sam={r.sam!r} with speed.muon=True: SAM wraps one torch optimiser and Muon's split "
+                          f"is two; turn one of them off.")
+    if r.sam_adaptive and not r.sam:
+        raise ConfigError("recipe field sam_adaptive=True needs a radius: set sam (e.g. --sam 1.0 for ASAM).")
     if r.speed.muon and r.opt != 'sgd':
         raise ConfigError(f"recipe field speed.muon=True trains the filters with Muon and the rest with SGD: set opt='sgd' "
                           f"(got opt={r.opt!r}).")

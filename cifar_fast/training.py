@@ -15,7 +15,6 @@ import torch
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.torch_core import default_device, set_seed
 
-from .callback.precision import cpu_has_native_bf16, resolve_precision
 from .callback.run import BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, prev_checkpoint
 from .callback.schedule import schedule_callback
 from .callback.speed import Lookahead, WeightEMA
@@ -23,6 +22,7 @@ from .console import RunConsole, interactive
 from .data import CIFAR_STATS, recipe_dls
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
 from .errors import CifarFastError, ConfigError, DistributedJobFailed, TrainingDiverged
+from .machine import Choices, apply_threads, choose, cpu_has_native_bf16, resolve_precision
 from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_progress, run_lr_find  # noqa: F401
 from .models import validate_model
 from .optim import hypers
@@ -54,7 +54,7 @@ class Run:
     log: RunConsole
     state: dict | None = None  # the checkpoint a resumed run continues from
     show_progress: bool = False
-    precision: str = 'fp32'
+    choices: Choices = field(default_factory=Choices)  # precision, memory format, compile, threads for this machine
     t_start: float = field(default_factory=time.perf_counter)
     learn: object = None
     n_params: int = 0
@@ -124,7 +124,7 @@ def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs
     "Check what can be checked before anything is written, then make the run folder, or reopen one to resume it."
     info = dist_info()
     device = info.device(device) if info.distributed else torch.device(device or default_device())
-    if r is not None and resume is None: check_recipe(r, info)
+    if r is not None and resume is None: check_recipe(r, info, device)
     init_process_group(info, device)
     if resume is None:
         if info.is_main:
@@ -133,12 +133,16 @@ def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs
         run_dir, state = Path(broadcast_object(str(run_dir) if info.is_main else None, info)), None
     else: r, run_dir, state = _resumable(Path(resume))
     show_progress = (interactive() if show_progress is None else show_progress) and info.is_main
-    return Run(r, run_dir, info, device, log, state, show_progress, resolve_precision(r.precision, device))
+    choices = choose(r, device, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
+    return Run(r, run_dir, info, device, log, state, show_progress, choices)
 
 
-def check_recipe(r: Recipe, info: DistInfo) -> None:
-    "What a Recipe cannot check on its own, since it builds nothing: the model and its options; the launch."
+def check_recipe(r: Recipe, info: DistInfo, device) -> None:
+    "What a Recipe cannot check on its own, since it builds nothing: the model and its options; the launch; the device."
     validate_model(r.model, r.model_kwargs)
+    if r.sam and resolve_precision(r.precision, device) == 'fp16':
+        raise ConfigError(f"recipe field sam={r.sam} with fp16 (precision={r.precision!r} on {device}): SAM's second "
+                          f"backward pass does not work with fp16's loss scaler. Use --precision bf16 or fp32.")
     if r.speed.whiten and not r.model.startswith('fastnet'):
         raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), not {r.model!r}.")
     if r.data.train_size is not None and r.data.train_size < r.data.batch_size:
@@ -203,20 +207,22 @@ def build(run: Run, source_file=None) -> None:
     records its recipe, environment and data in the folder; then the log opens."""
     r, info = run.r, run.info
     set_seed(r.seed, reproducible=True)
+    apply_threads(run.choices.threads)
     dls = recipe_dls(r, run.device, info.rank, info.world_size, progress=run.show_progress, stats=CIFAR_STATS,
-                     origin=None if run.state is None else str(run.run_dir / 'recipe.json'))
+                     origin=None if run.state is None else str(run.run_dir / 'recipe.json'),
+                     channels_last=run.choices.channels_last)
     if len(dls.train) == 0:
         raise ConfigError(f"the training set ({len(dls.train.dataset)} images) is smaller than one batch "
                           f"(data.batch_size={r.data.batch_size}): the last partial batch is dropped, so nothing would "
                           f"train. Use --data.batch_size {len(dls.train.dataset) // info.world_size} or less.")
-    run.learn = learn = build_learner(r, dls, run.run_dir, run.precision)
+    run.learn = learn = build_learner(r, dls, run.run_dir, run.choices)
     quiet_progress(learn, run.show_progress)
     run.n_params = sum(p.numel() for p in learn.raw_model.parameters())
     if run.state is None and info.is_main: record_run(run, dls, source_file)
     run.status('running', pid=os.getpid(), world_size=info.world_size)
     if info.is_main: run.log.open(run.run_dir)
     else: run.log = RunConsole()  # other ranks print nothing
-    run.log('start', dict(run_dir=run.run_dir, recipe=r, precision=run.precision, device=run.device, params=run.n_params,
+    run.log('start', dict(run_dir=run.run_dir, recipe=r, choices=run.choices, device=run.device, params=run.n_params,
                           resumed_from=None if run.state is None else run.state['epoch'] + 1))
 
 
@@ -226,11 +232,11 @@ def record_run(run: Run, dls, source_file=None) -> None:
     r, d = run.r, run.run_dir
     write_json(d / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
     if source_file: atomic_write_bytes(d / 'recipe.py', Path(source_file).read_bytes())
-    write_json(d / 'env.json', environment(run.device, run.precision, r.seed, dict(
+    write_json(d / 'env.json', environment(run.device, run.choices.precision, r.seed, dict(choices=run.choices.record(),
         data_source=str(getattr(dls, 'cifar_source', None)), n_train=len(dls.train.dataset),
         n_valid=len(dls.valid.dataset), params=run.n_params, world_size=run.info.world_size,
         cpu_bf16_native=cpu_has_native_bf16(),
-        wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'), compile_cache=str(compile_cache_dir()) if r.compile else None)))
+        wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'), compile_cache=str(compile_cache_dir()) if run.choices.compile else None)))
     write_json(d / 'data.json', dict(classes=[str(c) for c in dls.vocab], mean=list(CIFAR_STATS[0]),
                                      std=list(CIFAR_STATS[1]), size=32, channels='RGB',
                                      stats_source='fastai.vision.data.cifar_stats'))
@@ -247,7 +253,7 @@ def choose_lr(run: Run) -> None:
         plot_lr_find(found, run.run_dir / 'lr_find.png', chosen=r.lr)
         run.log('lr_find', dict(found['suggestions'], chosen=r.lr, lr=lr))
     run.lr = lr
-    run.compile_seconds = compile_warmup(run.learn) if r.compile else 0.
+    run.compile_seconds = compile_warmup(run.learn) if run.choices.compile else 0.
 
 
 def fit_callbacks(run: Run, extra_cbs=()) -> FitCallbacks:
@@ -398,7 +404,7 @@ def run_summary(run: Run, rows: list, best_i: int, res: RunInterpretation, tta_a
                 train_seconds=round(train_secs, 2), compile_seconds=round(run.compile_seconds, 2),
                 eval_seconds=round(res.seconds['predict'], 2),
                 train_images_per_sec=round(n_train * len(rows) / max(train_secs, 1e-9), 1),
-                precision=run.precision, n_test=res.n, stopped_early=len(rows) < r.epochs)
+                precision=run.choices.precision, n_test=res.n, stopped_early=len(rows) < r.epochs)
 
 
 def export_learner(learn, path: Path) -> Path:
@@ -421,10 +427,12 @@ def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root
     validate_model(r.model, r.model_kwargs)
     out_dir = Path(out_dir) if out_dir else new_run_dir(f'{r.name}-lr_find', Path(runs_root))
     device = torch.device(device or default_device())
-    precision = resolve_precision(r.precision, device)
+    choices = choose(r, device)
+    apply_threads(choices.threads)
     set_seed(r.seed, reproducible=True)
     show_progress = interactive() if show_progress is None else show_progress
-    learn = build_learner(r, recipe_dls(r, device, progress=show_progress), out_dir, precision)
+    learn = build_learner(r, recipe_dls(r, device, progress=show_progress, channels_last=choices.channels_last), out_dir,
+                          choices)
     quiet_progress(learn, show_progress)
     found = run_lr_find(learn)
     write_json(out_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))

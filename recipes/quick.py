@@ -14,7 +14,7 @@ from cifar_fast import DataConfig, Recipe, SpeedConfig, run_script
 recipe = Recipe(
     name='quick', model='fastnet_cpu',
     data=DataConfig(batch_size=512, translate=2, pad_mode='reflect', flip=True, alt_flip=True),
-    epochs=8,
+    epochs=10,
     schedule='triangular', pct_start=0.23, div=5, final_div=1 / 0.07,  # airbench: triangle(start=.2, peak=.23, end=.07)
     lr=11.5, wd=0.0153, momentum=0.85, nesterov=True,  # per 1024 examples (speed.decoupled)
     label_smoothing=0.2, tta=1,

@@ -18,7 +18,7 @@ def cheap(r: Recipe, source: Path) -> Recipe:
     Every model keeps its full width: the slowest recipe (resnet9, vgg16, wrn28_3_5) takes about 3.5 s to train this
     epoch on one core of a shared 2-core Xeon; the ~4 s each run spends writing its figures is the larger cost."""
     over = {'epochs': 1, 'data.source': str(source), 'data.batch_size': 32, 'data.val_batch_size': 64}
-    if r.compile: over['compile'] = False  # torch.compile alone takes ~35 s on this 2-core CPU
+    if r.compile is True: over['compile'] = False  # torch.compile alone takes ~35 s on this 2-core CPU
     if isinstance(r.lr, str):
         # lr_find would add 100 steps (over 15 epochs of the fixture) to a one-epoch run; instead the usual peak of the
         # optimiser: 0.1 for SGD (He et al. 2016), 1e-3 for Adam/AdamW (Kingma & Ba 2015).

@@ -12,6 +12,7 @@ from cifar_fast.models.fastnet import whitening_weights
 from cifar_fast.optim import decoupled_hypers, norm_bias_splitter
 from cifar_fast.recipe import DataConfig, Recipe, SpeedConfig, load_recipe
 from cifar_fast.data import recipe_dls
+from cifar_fast.machine import Choices
 from cifar_fast.training import build_learner, train
 from cifar_fast.tta import TTAModel, tta_views, view
 from helpers import assert_resume_matches
@@ -78,7 +79,7 @@ def fast_recipe(synthetic):
 
 def test_bias_lr_scale_puts_norm_biases_in_their_own_group(fast_recipe, tmp_path):
     r = fast_recipe.replace(speed=SpeedConfig(bias_lr_scale=64), epochs=1)
-    groups = norm_bias_splitter(build_learner(r, recipe_dls(r, 'cpu'), tmp_path, 'fp32').model)
+    groups = norm_bias_splitter(build_learner(r, recipe_dls(r, 'cpu'), tmp_path, Choices('fp32')).model)
     assert groups[0] and all(p.ndim == 1 for p in groups[0]) and len(groups[0]) + len(groups[1]) > len(groups[0])
     res = train(r, runs_root=tmp_path)
     hy = res.learn.opt.hypers

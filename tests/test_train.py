@@ -13,6 +13,7 @@ from cifar_fast.rundir import read_json, run_state
 from helpers import SignalAt
 from cifar_fast.data import recipe_dls
 from cifar_fast.errors import TrainingDiverged
+from cifar_fast.machine import Choices
 from cifar_fast.training import build_learner, run_lr_find, train
 
 SMALL = dict(widths=[8, 16, 32])  # fastnet_cpu narrowed: an epoch of the fixture in well under a second
@@ -91,7 +92,7 @@ def test_resume_refuses_complete_or_unstarted_runs(recipe, tmp_path):
 
 def test_lr_find_leaves_weights_optimiser_and_rngs_unchanged(recipe, tmp_path):
     dls = recipe_dls(recipe, 'cpu')
-    learn = build_learner(recipe, dls, tmp_path, 'fp32')
+    learn = build_learner(recipe, dls, tmp_path, Choices('fp32'))
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
     rng, dl_rng = torch.get_rng_state(), dls.train.rng.getstate()
     found = run_lr_find(learn, num_it=30)
@@ -151,40 +152,12 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(recipe
 
 def test_bf16_means_bf16_autocast_on_the_cpu(recipe, tmp_path):
     r = recipe.replace(precision='bf16', epochs=1)
-    learn = build_learner(r, recipe_dls(r, 'cpu'), tmp_path, 'bf16')
+    learn = build_learner(r, recipe_dls(r, 'cpu'), tmp_path, Choices('bf16'))
     dtypes = []
     conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad)
     conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 0.01)
     assert dtypes and set(dtypes) == {torch.bfloat16}
-
-
-def test_auto_precision_follows_the_cpu(monkeypatch):
-    """'auto' is bf16 on a CPU that computes bf16 natively (the kernel's CPU flags amx_bf16 or avx512_bf16 on x86,
-    bf16 on Arm), else fp32; then the rule as a table, with the hardware queries stubbed."""
-    from pathlib import Path
-
-    import cifar_fast.callback.precision as P
-    from cifar_fast.callback.precision import resolve_precision
-    cpuinfo = Path('/proc/cpuinfo')
-    if cpuinfo.is_file():
-        flags = set()
-        for line in cpuinfo.read_text().splitlines():
-            key, _, val = line.partition(':')
-            if key.strip() in ('flags', 'Features'): flags |= set(val.split())
-        native = bool(flags & {'amx_bf16', 'avx512_bf16', 'bf16'})
-        assert resolve_precision('auto', 'cpu') == ('bf16' if native else 'fp32'), \
-            f"native bf16 flags on this CPU: {sorted(flags & {'amx_bf16', 'avx512_bf16', 'bf16'}) or 'none'}"
-    # (device, CUDA has bf16, CPU has native bf16) -> what 'auto' resolves to; an explicit precision is kept as given.
-    table = [('cpu', False, True, 'bf16'), ('cpu', True, False, 'fp32'),
-             ('cuda', True, False, 'bf16'), ('cuda:0', False, True, 'fp16'),  # fp16 + loss scaler before Ampere
-             ('meta', True, True, 'fp32')]
-    for device, cuda_bf16, cpu_bf16, expected in table:
-        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, v=cuda_bf16, **k: v)
-        monkeypatch.setattr(P, 'cpu_has_native_bf16', lambda v=cpu_bf16: v)
-        assert resolve_precision('auto', device) == expected, (device, cuda_bf16, cpu_bf16)
-        for explicit in ('fp32', 'bf16', 'fp16'):
-            assert resolve_precision(explicit, device) == explicit, (device, explicit)
 
 
 def test_early_stopping_and_best_checkpoint(recipe, tmp_path):

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from fastai.torch_core import default_device
 
 from ..errors import ConfigError
+from ..machine import resolve_channels_last
 from . import augment as A
 from .cache import CifarArrays, load_arrays
 from .datablock import cifar_datablock
@@ -107,13 +109,16 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
 
 
 def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, progress: bool = True, source=None,
-               engine: str | None = None, stats=A.CIFAR_STATS, origin: str | None = None, **data_changes):
+               engine: str | None = None, stats=A.CIFAR_STATS, origin: str | None = None, channels_last: bool | None = None,
+               **data_changes):
     """A recipe's DataLoaders: the one way training, evaluation and interpretation build them. Build them after
     seeding: each fastai DataLoader draws its RNG when created. `source`, `engine` and `data_changes` (DataConfig
     fields) override the recipe's data settings, e.g. where the images are now; `origin` names where the recipe came
-    from in messages about its data source."""
+    from in messages about its data source. `channels_last`: the run's resolved choice (default: the recipe's, resolved
+    for `device`)."""
     d = dataclasses.replace(r.data, **data_changes)
     engine = engine or d.engine
+    if channels_last is None: channels_last = resolve_channels_last(r.channels_last, device or default_device())
     aug = Augment(translate=d.translate, pad_mode=d.pad_mode, flip=d.flip, alt_flip=d.alt_flip, cutout=d.cutout)
     # The recipe's batch size is the global batch: each of `world_size` processes takes its share. The fast engine
     # shards itself by rank; DataBlock loaders are sharded by fastai's DistributedDL (see distributed.py).
@@ -121,6 +126,6 @@ def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, pro
     return cifar_dls(source or d.source, engine=engine, bs=d.batch_size // world_size, val_bs=d.val_batch_size,
                      train_size=d.train_size, valid_size=d.valid_size, aug=aug,
                      policy=d.policy if engine == 'datablock' else None, num_workers=d.num_workers, skip_bad=d.skip_bad,
-                     device=device, rank=shards[0], world_size=shards[1], channels_last=r.channels_last,
+                     device=device, rank=shards[0], world_size=shards[1], channels_last=channels_last,
                      progress=progress, stats=stats,
                      origin='--data' if source else f"data.source{' in ' + origin if origin else ''}")
