@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,12 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def one_run(recipe: str, data: str, nproc: int, overrides: list[str], runs: Path) -> dict:
     cmd = [sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--data', data, '--runs', str(runs), *overrides]
     if nproc > 1: cmd += ['--nproc', str(nproc)]
+    t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
     if out.returncode: sys.exit(f'{" ".join(cmd)} failed ({out.returncode}):\n{out.stdout[-2000:]}{out.stderr[-2000:]}')
     (d,) = [p for p in runs.iterdir() if (p / 'summary.json').is_file()]
     s = json.loads((d / 'summary.json').read_text())
     return dict(nproc=nproc, images_per_sec=s['train_images_per_sec'], train_s=s['train_seconds'],
-                accuracy=s['test_accuracy'], world_size=json.loads((d / 'env.json').read_text())['world_size'])
+                accuracy=s['test_accuracy'], world_size=json.loads((d / 'env.json').read_text())['world_size'],
+                process_wall_s=round(wall, 2))
 
 
 def main(recipe, data, nprocs, repeats, overrides) -> dict:
