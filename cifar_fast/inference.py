@@ -9,6 +9,7 @@ import torch
 
 from .data import CIFAR_STATS, recipe_dls
 from .errors import ConfigError, DataError
+from .machine import resolve_channels_last
 from .predictions import accuracy, predict_loader
 from .recipe import Recipe, from_dict
 from .rundir import check_run_dir, read_json
@@ -34,6 +35,8 @@ def load_run(run_dir: str | Path, weights: str = 'selected', trust_pickle: bool 
             raise ConfigError(f"{d / 'model.pth'} is damaged or not this run's weights ({type(e).__name__}: "
                               f"{str(e)[:160]}). Train the run again, or, if you trust it, use its export.pkl with "
                               f"--trust-pickle.") from None
+    if resolve_channels_last(r.channels_last, device):  # the layout the run computed in: the same numbers, as fast
+        model = model.to(memory_format=torch.channels_last)
     return r, model.to(device).eval()
 
 

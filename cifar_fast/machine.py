@@ -8,11 +8,12 @@ measurements on the machines this project runs on (docs/benchmarks.md, "Choices 
   fp16 with a loss scaler on GPUs without bf16.
 - channels_last: on. oneDNN's convolutions (CPU) and cuDNN's tensor-core kernels (GPU) run fastest on NHWC; on the
   AMX Xeon, `fastnet_cpu` trained 2.2x faster in fp32 and 2.2x in bf16 with it.
-- compile: off on a CPU (Inductor's code trained `fastnet_cpu` slower than eager oneDNN there, after a 25-30 s
-  compile), on with CUDA, where fusing the small net's element-wise work into its convolutions is what the GPU speed
-  runs rely on.
-- threads: the cores this process may use, shared out among this node's processes (torch's own default counts the
-  machine's cores, not the process's affinity, and every process would take them all).
+- compile: off. On the AMX Xeon, Inductor's code trained `fastnet_cpu` 25% slower than eager with channels_last, after
+  a 20-24 s compile. On a GPU it has not been measured here (no GPU yet); until it is, 'auto' does not pay a compile
+  per process that might not return it (benchmarks/gpu_check.py runs every recipe once, each a fresh compile).
+- threads: what torch was already set to use (OMP_NUM_THREADS, torchrun, a caller's `torch.set_num_threads`), but no
+  more than this process's share of the CPUs it may run on: torch's own default counts the machine's cores, not the
+  process's affinity, so processes that share a node would each take them all.
 """
 from __future__ import annotations
 
@@ -71,17 +72,17 @@ def resolve_channels_last(value, device) -> bool:
 
 
 def resolve_compile(value, device) -> bool:
-    "'auto' -> on with CUDA only (measured slower than eager on the CPUs here); a bool as given."
+    "'auto' -> off (slower than eager on the CPUs here; not yet measured on a GPU); a bool as given."
     if value != 'auto': return bool(value)
-    return torch.device(device).type == 'cuda'
+    return False
 
 
 def resolve_threads(threads: int, local_processes: int = 1) -> int:
-    "0 -> the CPUs this process may run on, divided among the node's processes (at least 1); else as given."
+    "0 -> torch's current setting, capped at this process's share of the CPUs it may run on (at least 1); else as given."
     if threads: return threads
     try: cores = len(os.sched_getaffinity(0))
     except AttributeError: cores = os.cpu_count() or 1  # not Linux
-    return max(1, cores // max(1, local_processes))
+    return max(1, min(torch.get_num_threads(), cores // max(1, local_processes)))
 
 
 def apply_threads(threads: int) -> None:

@@ -129,10 +129,11 @@ class Recipe:
     channels_last: bool | str = fld('auto', "channels-last memory format; 'auto': on for CPU and CUDA (cifar_fast.machine)",
                                     ('auto', True, False))
     sync_bn: bool = fld(False, "SyncBatchNorm across processes when distributed (CUDA only: torch's works on GPU modules)")
-    compile: bool | str = fld('auto', "torch.compile the model (compile time reported apart); 'auto': on with CUDA, "
-                              "off on a CPU (slower there, cifar_fast.machine)", ('auto', True, False))
-    threads: int = fld(0, "torch threads per process; 0 = auto: this process's CPUs shared among the node's processes",
-                       lo=0)
+    compile: bool | str = fld('auto', "torch.compile the model (compile time reported apart); 'auto': off (slower than "
+                              "eager on the CPUs measured, not yet measured on a GPU: cifar_fast.machine)",
+                              ('auto', True, False))
+    threads: int = fld(0, "torch threads per process; 0 = auto: torch's setting (OMP_NUM_THREADS), capped at this "
+                       "process's share of its CPUs", lo=0)
     tta: int = fld(0, 'test-time augmentation at evaluation: 0 off, 1 flip, 2 flip × ±1-px translate', lo=0, hi=2)
     seed: int = fld(42, 'seed for every RNG: the same recipe and seed give the same run on CPU', lo=0)
     patience: int | None = fld(None, 'early stopping: epochs without accuracy improvement (None = off)', lo=1)

@@ -22,8 +22,8 @@ from .console import RunConsole, interactive
 from .data import CIFAR_STATS, recipe_dls
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
 from .errors import CifarFastError, ConfigError, DistributedJobFailed, TrainingDiverged
-from .machine import Choices, apply_threads, choose, cpu_has_native_bf16, resolve_precision
 from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_progress, run_lr_find  # noqa: F401
+from .machine import Choices, apply_threads, choose, cpu_has_native_bf16, resolve_precision
 from .models import validate_model
 from .optim import hypers
 from .plots import plot_curves, plot_lr_find

@@ -7,6 +7,7 @@ import torch
 
 import cifar_fast.machine as M
 from cifar_fast.errors import ConfigError
+from cifar_fast.inference import evaluate_run, load_run
 from cifar_fast.machine import Choices, choose, resolve_precision
 from cifar_fast.recipe import DataConfig, Recipe, apply_overrides, parse_overrides
 from cifar_fast.rundir import read_json
@@ -54,15 +55,18 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
 
 
 def test_auto_layout_compile_and_threads_follow_the_device(monkeypatch):
-    "The rules as a table, the machine stubbed: NHWC on CPU and CUDA, compile with CUDA only, threads shared out."
+    "The rules as a table, the machine stubbed: NHWC on CPU and CUDA, no compile until it is measured to pay, threads shared out."
     monkeypatch.setattr(M.os, 'sched_getaffinity', lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(M.torch, 'get_num_threads', lambda: 16)  # torch's default: the machine's cores, say 16
     r = Recipe()
     assert (r.channels_last, r.compile, r.threads) == ('auto', 'auto', 0)  # every shipped default is automatic
-    for device, cl, comp in (('cpu', True, False), ('cuda', True, True), ('cuda:1', True, True), ('meta', False, False)):
+    for device, cl, comp in (('cpu', True, False), ('cuda', True, False), ('cuda:1', True, False), ('meta', False, False)):
         c = choose(r, device)
         assert (c.channels_last, c.compile, c.threads) == (cl, comp, 8), device
         assert set(c.auto) == {'precision', 'channels_last', 'compile', 'threads'}
     assert choose(r, 'cpu', local_processes=2).threads == 4 and choose(r, 'cpu', local_processes=16).threads == 1
+    monkeypatch.setattr(M.torch, 'get_num_threads', lambda: 1)  # OMP_NUM_THREADS=1, or a caller's set_num_threads(1)
+    assert choose(r, 'cpu').threads == 1
     fixed = choose(r.replace(channels_last=False, compile=True, threads=3, precision='fp32'), 'cpu')
     assert (fixed.channels_last, fixed.compile, fixed.threads, fixed.precision, fixed.auto) == (False, True, 3, 'fp32', ())
 
@@ -83,7 +87,7 @@ def test_env_json_records_what_the_run_used(recipe, tmp_path, keep_threads):
     that layout; a recipe that sets them is recorded as 'recipe' and obeyed (threads included)."""
     res = train(recipe, runs_root=tmp_path / 'auto')
     env = read_json(res.run_dir / 'env.json')
-    cores = len(os.sched_getaffinity(0))
+    cores = min(torch.get_num_threads(), len(os.sched_getaffinity(0)))
     assert env['choices'] == dict(precision=dict(value=env['precision'], chosen='auto'),
                                   channels_last=dict(value=True, chosen='auto'), compile=dict(value=False, chosen='auto'),
                                   threads=dict(value=cores, chosen='auto'))
@@ -91,6 +95,10 @@ def test_env_json_records_what_the_run_used(recipe, tmp_path, keep_threads):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     xb, _ = res.learn.dls.train.one_batch()
     assert xb.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous()
+    _, model = load_run(res.run_dir)  # evaluation computes in the run's layout, so it repeats the run's figure
+    assert next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous(
+        memory_format=torch.channels_last)
+    assert evaluate_run(res.run_dir)['accuracy'] == pytest.approx(res.summary['test_accuracy'], abs=1e-9)
 
     res = train(recipe.replace(channels_last=False, threads=1, precision='fp32'), runs_root=tmp_path / 'fixed')
     env = read_json(res.run_dir / 'env.json')
