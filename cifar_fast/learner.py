@@ -36,11 +36,9 @@ def loss_func(r: Recipe):
 
 def learner_callbacks(r: Recipe, choices: Choices) -> list:
     "Callbacks that belong to the Learner (active in fit and lr_find alike): mixing, precision, speed techniques."
-    cbs = mix_callbacks(r.mixup, r.cutmix, r.mix_switch) + precision_callbacks(choices.precision)
-    if choices.channels_last:
-        from fastai.callback.channelslast import ChannelsLast
-        cbs.append(ChannelsLast())
-    cbs += sam_callbacks(r.sam)
+    # channels_last needs no callback (fastai's ChannelsLast would only convert the model again): build_learner
+    # converts the model once, before any compile, and the data layer makes the batches in that layout.
+    cbs = mix_callbacks(r.mixup, r.cutmix, r.mix_switch) + precision_callbacks(choices.precision) + sam_callbacks(r.sam)
     if r.speed.whiten: cbs.append(WhiteningBias(r.speed.whiten_bias_epochs))
     if r.speed.sync_every > 1: cbs.append(LazySync(r.speed.sync_every))
     return cbs
