@@ -6,8 +6,9 @@ measurements on the machines this project runs on (docs/benchmarks.md, "Choices 
 
 - precision: bf16 where the device computes it natively, else fp32 on a CPU (emulated bf16 is slower than fp32) and
   fp16 with a loss scaler on GPUs without bf16.
-- channels_last: on. oneDNN's convolutions (CPU) and cuDNN's tensor-core kernels (GPU) run fastest on NHWC; on the
-  AMX Xeon, `fastnet_cpu` trained 2.2x faster in fp32 and 2.2x in bf16 with it.
+- channels_last: on. oneDNN's CPU convolutions prefer NHWC: on the AMX Xeon `fastnet_cpu` trained 2.4x faster in fp32
+  and 2.3x in bf16 with it, and no model family was slower. On a GPU, cuDNN's tensor-core kernels prefer it too
+  (NVIDIA's guidance; the speed recipes set it already); not measured here.
 - compile: off. On the AMX Xeon, Inductor's code trained `fastnet_cpu` 25% slower than eager with channels_last, after
   a 20-24 s compile. On a GPU it has not been measured here (no GPU yet); until it is, 'auto' does not pay a compile
   per process that might not return it (benchmarks/gpu_check.py runs every recipe once, each a fresh compile).
@@ -22,9 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-
 
 @dataclass(frozen=True)
 class Choices:
