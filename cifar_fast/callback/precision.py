@@ -9,7 +9,6 @@ from fastcore.foundation import L
 from torch.amp import GradScaler, autocast
 
 
-
 class MixedPrecisionAnyDevice(MixedPrecision):
     "fastai's `MixedPrecision` with autocast on the data's device type; a loss scaler only for fp16 on CUDA."
     order = MixedPrecision.order  # 10: after MixUp/CutMix (0), which mix inputs in fp32 before autocast

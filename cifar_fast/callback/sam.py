@@ -14,6 +14,8 @@ from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.fp16 import MixedPrecision
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class SAMStep(Callback):
     "Runs the SAM optimiser's two-pass step on each batch; BatchNorm statistics are updated by the first pass only."
@@ -23,8 +25,9 @@ class SAMStep(Callback):
         self.norms = [m for m in self.learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         mp = next((cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision)), None)
         if mp is not None and getattr(self.learn, 'scaler', None) is not None and self.learn.scaler.is_enabled():
-            # Raised at fit time too (check_recipe refuses it before a run): unscaling twice per step is not supported.
-            raise RuntimeError('SAM with an fp16 loss scaler is not supported: train in bf16 or fp32.')
+            # For Learners built directly (a run's check_recipe refuses it before any folder exists).
+            raise ConfigError("recipe field sam with fp16: SAM's second backward pass does not work with fp16's loss "
+                              "scaler. Use precision 'bf16' or 'fp32'.")
         self.autocast = mp.autocast if mp is not None else contextlib.nullcontext()
 
     def before_step(self):
@@ -46,4 +49,3 @@ class SAMStep(Callback):
 def sam_callbacks(rho: float) -> list:
     "The callbacks SAM needs (none when ρ = 0, SAM off)."
     return [SAMStep()] if rho > 0 else []
-
