@@ -209,7 +209,8 @@ def test_a_read_only_runs_folder_is_one_message(synthetic):
             try: os.chown(ro, NOBODY, NOBODY)
             except OSError as e: pytest.skip(f'running as root and cannot hand the folder to uid {NOBODY}: {e}')
         ro.chmod(0o500)
-        quick = str(Path(__file__).resolve().parents[1] / 'recipes' / 'quick.py')
+        # The recipe from a folder the unprivileged child can read, wherever the checkout lies (mktemp -d is 0700).
+        quick = str(shutil.copy(Path(__file__).resolve().parents[1] / 'recipes' / 'quick.py', top / 'quick.py'))
         code, out = cli_in_child(['train', quick, '--data', str(top / 'cifar10'), *TINY, '--runs', str(ro)],
                                  {'CIFAR_FAST_CACHE': str(top / 'cache')}, uid=NOBODY if root else None)
         out = ' '.join(out.split())
