@@ -343,7 +343,11 @@ def apply_overrides(r: Recipe, overrides: dict) -> Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     "The `recipe` defined by a recipe file, or a `ConfigError` naming the file and what is wrong."
     p = Path(path)
-    if not p.is_file():
+    try: is_file = p.is_file()
+    except OSError as e:  # a folder on the way that this user may not enter: not a file to write, one to read
+        raise ConfigError(f"recipe file {p} cannot be read ({e.strerror}): check the permissions of the file and of "
+                          f"the folders above it, or copy the recipe somewhere you can read.") from None
+    if not is_file:
         hint = ''
         cands = sorted(Path('recipes').glob('*.py')) if Path('recipes').is_dir() else []
         if cands: hint = close_matches(p.stem, [c.stem for c in cands]) or f" Shipped recipes: {', '.join(c.stem for c in cands)}."

@@ -219,3 +219,21 @@ def test_a_read_only_runs_folder_is_one_message(synthetic):
         assert list(ro.iterdir()) == []
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_recipe_in_a_folder_the_user_cannot_enter_is_named_as_unreadable(tmp_path):
+    "Not 'cannot write': the file is to be read. As root the CLI child drops to nobody, whom a 0700 folder keeps out."
+    from pathlib import Path
+
+    from helpers import NOBODY, cli_in_child
+    shut = tmp_path / 'private'
+    shut.mkdir()
+    (shut / 'mine.py').write_text((Path(__file__).resolve().parents[1] / 'recipes' / 'quick.py').read_text())
+    root = os.geteuid() == 0
+    shut.chmod(0o700 if root else 0o000)
+    try: code, out = cli_in_child(['train', str(shut / 'mine.py')], {}, uid=NOBODY if root else None)
+    finally: shut.chmod(0o700)
+    out = ' '.join(out.split())
+    assert code == 2 and f'recipe file {shut}/mine.py cannot be read (Permission denied)' in out, out
+    assert 'cannot write' not in out
+    _no_traceback(out)
