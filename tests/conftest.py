@@ -38,6 +38,12 @@ def real_data() -> Path:
 
 
 @pytest.fixture
+def no_real_data():
+    "For a synthetic stand-in of a real-data test: skips where the archive is present, as the real test covers it."
+    if REAL_DATA.is_file(): pytest.skip(f'the real archive is present: its test covers this ({REAL_DATA})')
+
+
+@pytest.fixture
 def fresh_cache(tmp_path, monkeypatch) -> Path:
     "An empty cache folder for tests that check what is (not) written."
     d = tmp_path / 'cache'
