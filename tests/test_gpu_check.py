@@ -106,6 +106,8 @@ def test_attempt_reports_budget_and_failure(gc, tmp_path):
     c.attempt(ok, lambda: dict(accuracy=0.5, wall_s=1.0, images_per_s=10.))
     c.attempt(ok, lambda: dict(accuracy=0.7, wall_s=3.0, images_per_s=30.))
     assert ok.reason is None and len(ok.runs) == 2
+    ab = c.item(2, 'airbench', 1)  # airbench's runs report accuracy and wall time, no images/s
+    c.attempt(ab, lambda: dict(accuracy=0.9, wall_s=2.0))
 
     table = gc.render(c, dict(dry_run=True, date='d', gpu='g', driver='-', cuda='-', torch='-', fastai='-', timm='-',
                               airbench=None, python='-'), 'cmd', {}, 0.)
@@ -113,5 +115,6 @@ def test_attempt_reports_budget_and_failure(gc, tmp_path):
     assert '| 2 | bad | 0 | – | – | – | 2 of 2 failed (RuntimeError: CUDA out of memory) |' in table
     # mean ± sample std of 50% and 70%: 60.00 ± 14.14; of 1 s and 3 s: 2.00 ± 1.41
     assert '| 2 | ok | 2 | 60.00 ± 14.14% | 2.00 ± 1.41 | 20 ± 14 |' in table
+    assert '| 2 | airbench | 1 | 90.00% | 2.00 | – |' in table
     lines = [json.loads(x) for x in (tmp_path / 'runs.jsonl').read_text().splitlines()]
-    assert [x['kind'] for x in lines] == ['failed', 'run', 'run']
+    assert [x['kind'] for x in lines] == ['failed', 'run', 'run', 'run']
