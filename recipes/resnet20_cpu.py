@@ -9,7 +9,8 @@ Measured (docs/benchmarks.md), recipe hash 3753223a3fe6 (as shipped; --data and 
 a 2-core Intel Xeon with AMX, 2026-11-30, bf16 + channels_last chosen by 'auto', the shared JPEG copy: seeds 0/1
 88.63 / 88.87% with TTA (87.44 / 87.76% without), 88.75 ± 0.17%, against the paper's 91.25% on PNG (goal: within
 3 points, ≥ 88.25%); 26.4 / 21.7 min from launch to exit (the decode cache warm). A 25-epoch flip-TTA trial
-(seed 0) reached 87.90% in 25.4 min.
+(seed 0) reached 87.90% in 25.4 min. With SAM (`--sam 0.05`, n=2): 87.22 ± 0.18% at the same wall time (18 epochs),
+88.95 ± 0.14% at the same 35 epochs in 39 min, so the recipe goes without it.
 """
 from cifar_fast import DataConfig, Recipe, run_script
 
