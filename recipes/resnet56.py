@@ -4,9 +4,10 @@ Source: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVP
 ResNet-56 (0.85M parameters) reaches 6.97% test error (93.03% accuracy) after 64k iterations at batch 128
 (~164 epochs), SGD momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at 32k and 48k iterations, 4-pixel
 zero padding with random 32×32 crops and horizontal flips, option-A shortcuts. Measured on the original PNG data;
-our JPEG copy (quality 75) is lossy and scores somewhat lower (shared/data/README.md). This recipe has not yet been run to completion here. On one H200 (2026-11-30) one epoch reached only 27.90%
-(every other recipe > 50%): lr 0.1 from the first step spikes its loss; whether 164 epochs recover, or it needs He
-et al.'s ResNet-110 warm-up (lr 0.01 for ~400 steps), is not yet known.
+our JPEG copy (quality 75) is lossy and scores somewhat lower (shared/data/README.md). This recipe has not yet been
+run to completion here. On one H200 (2026-11-30) one epoch reached only 27.90% (every other recipe > 50%), and on
+the CPU lr 0.1 from the first step spiked its loss (tests/test_recipes_learn.py); whether 164 epochs recover, or it
+needs He et al.'s ResNet-110 warm-up (lr 0.01 for ~400 steps), is not yet known.
 """
 from cifar_fast import DataConfig, Recipe, run_script
 
