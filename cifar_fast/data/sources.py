@@ -82,6 +82,23 @@ def resolve_source(data: str | Path | None = None, origin: str = '--data') -> Ci
     return _resolve_path(_download(), 'fastai untar_data(URLs.CIFAR)')
 
 
+def run_data_source(recorded: str | None, given: str | Path | None, where: str) -> tuple[str | None, str]:
+    """(source, why) for reading a run made elsewhere, e.g. a downloaded run folder: the user's `given` path (--data)
+    first, then `$CIFAR_FAST_DATA`, and only then the path `recorded` in the run's recipe (`where`), which names a
+    folder on the machine that trained it. A recorded path that is not here is refused, naming both ways out.
+    `source` None means the default resolution (fastai's download)."""
+    if given is not None: return str(given), '--data'
+    if env := os.environ.get(ENV_DATA):
+        why = f'${ENV_DATA}' + (f', preferred to the path {where} records ({recorded})' if recorded else '')
+        return env, why
+    if recorded is None: return None, f'the default ({where} records no data.source)'
+    if not _exists(Path(recorded).expanduser()):
+        raise DataError(f"{where} records data.source={recorded}, which is not on this machine (the run was made "
+                        f"elsewhere, or the data moved). Point at your copy of CIFAR-10 with --data PATH or "
+                        f"${ENV_DATA}=PATH.")
+    return recorded, f'data.source recorded in {where} (pass --data PATH to use another copy)'
+
+
 def _download() -> Path:
     "fastai's real download path; offline, say so and name both ways to point at a local copy."
     from fastai.data.external import URLs, untar_data
