@@ -49,3 +49,14 @@ def fresh_cache(tmp_path, monkeypatch) -> Path:
     d = tmp_path / 'cache'
     monkeypatch.setenv('CIFAR_FAST_CACHE', str(d))
     return d
+
+
+@pytest.fixture(scope='session')
+def finished_run(synthetic, tmp_path_factory) -> Path:
+    """One complete 2-epoch run of a tiny fastnet on the synthetic set, shared by every test that only reads a run
+    folder (evaluate, interpret, predict, runs). Tests that change a run folder copy it first (shutil.copytree)."""
+    from cifar_fast.recipe import DataConfig, Recipe
+    from cifar_fast.training import train
+    r = Recipe(name='shared', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=2, lr=0.02, seed=0,
+               precision='fp32', tta=0, data=DataConfig(source=str(synthetic), batch_size=32))
+    return train(r, runs_root=tmp_path_factory.mktemp('shared_runs'), show_progress=False).run_dir
