@@ -6,7 +6,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import pickle
 import shutil
 import tarfile
 import time
@@ -20,10 +19,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from .pickles import read_pickles, warn_unofficial
 from .sources import CifarSource, cache_dir, cache_error, make_temp_dir
 
 SPLITS = ('train', 'test')
-CACHE_VERSION = 2  # bump when the cached layout or the decoding changes (2: 16-bit images scaled, file sizes in meta)
+CACHE_VERSION = 3  # bump when the cached layout or the decoding changes (2: 16-bit images scaled, file sizes in meta;
+# 3: pickles read by the restricted unpickler, meta says which are not the official files)
 IMG_SHAPE = (3, 32, 32)
 _CHUNK = 1000  # images per worker task: big enough to amortise IPC, small enough to balance two workers
 
@@ -77,6 +78,7 @@ def _check_bad(arrays: CifarArrays, skip_bad: bool):
 
 
 def _warn_once(meta: dict, skip_bad: bool):
+    warn_unofficial(meta['source'], meta.get('unofficial', []), stacklevel=3)
     if meta['bad'] and skip_bad:
         warnings.warn(f"Skipped {len(meta['bad'])} unusable file(s) in {meta['source']} (skip_bad=True); "
                       f"first: {meta['bad'][0][0]} ({meta['bad'][0][1]}).", stacklevel=3)
@@ -91,14 +93,15 @@ def _warn_once(meta: dict, skip_bad: bool):
 
 def _decode(src: CifarSource, num_workers: int | None, progress: bool) -> CifarArrays:
     t0 = time.perf_counter()
-    if src.kind == 'pickles': classes, x, y, files, bad, conv = _read_pickles(src)
+    unofficial = []
+    if src.kind == 'pickles': (classes, x, y, files, unofficial), bad, conv = read_pickles(src), [], []
     else:
         classes, listing = _list_folder(src.root) if src.kind == 'folder' else _list_archive(src.root)
         classes, x, y, files, bad, conv = _decode_listing(src, classes, listing, num_workers, progress)
     meta = dict(version=CACHE_VERSION, source=src.origin, kind=src.kind, fingerprint=src.fingerprint,
                 classes=list(classes), n={s: len(y[s]) for s in SPLITS}, bad=bad, converted=len(conv),
                 conversions=dict(Counter(mode for _, mode in conv)), first_converted=conv[0][0] if conv else None,
-                decode_seconds=round(time.perf_counter() - t0, 2))
+                unofficial=unofficial, decode_seconds=round(time.perf_counter() - t0, 2))
     return CifarArrays(tuple(classes), x, y, files, meta)
 
 
@@ -256,34 +259,6 @@ def _archive_members(p: Path):
     with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
         return [(m.name, m.isdir(), raw[m.offset_data:m.offset_data + m.size] if m.isfile() else b'')
                 for m in tf.getmembers() if m.isfile() or m.isdir()]
-
-
-def _read_pickles(src: CifarSource):
-    "torchvision's cifar-10-batches-py: five training batches, one test batch, label names in batches.meta."
-    def load(name):
-        try:
-            if src.root.is_dir(): return pickle.loads((src.root / name).read_bytes(), encoding='latin1')
-            with tarfile.open(src.root) as tf:
-                m = next(m for m in tf.getmembers() if PurePosixPath(m.name).name == name)
-                return pickle.loads(tf.extractfile(m).read(), encoding='latin1')
-        except StopIteration:
-            raise DataError(f"CIFAR-10 source {src.origin}: {name} is missing.") from None
-        except Exception as e:
-            raise DataError(f"CIFAR-10 source {src.origin}: {name} cannot be read as a CIFAR batch "
-                            f"({type(e).__name__}: {e}).") from e
-    meta = load('batches.meta')
-    classes = [c if isinstance(c, str) else c.decode() for c in meta['label_names']]
-    x, y, files = {}, {}, {}
-    for sp, names in (('train', [f'data_batch_{i}' for i in range(1, 6)]), ('test', ['test_batch'])):
-        batches = [(n, load(n)) for n in names]
-        for n, b in batches:
-            if b['data'].shape[1:] != (3072,):
-                raise DataError(f"CIFAR-10 source {src.origin}: {n} holds images of shape {b['data'].shape[1:]}, "
-                                f"expected 3072 values (3×32×32).")
-        x[sp] = np.ascontiguousarray(np.concatenate([b['data'] for _, b in batches]).reshape(-1, *IMG_SHAPE))
-        y[sp] = np.concatenate([np.asarray(b['labels'], dtype=np.int64) for _, b in batches])
-        files[sp] = [f'{n}:{i}' for n, b in batches for i in range(len(b['labels']))]
-    return classes, x, y, files, [], []
 
 
 # ---- the cache on disk ----------------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Data that arrives from elsewhere is data, never code, and cannot exhaust the machine (issue 24): pickled batches run
+no code, an image's size is checked before it is decoded, archives are streamed, and concurrent loaders decode once."""
+import hashlib
+import os
+import pathlib
+import pickle
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar_fast.data import cifar_data
+from cifar_fast.data.cache import load_arrays
+from cifar_fast.data.sources import resolve_source
+from cifar_fast.errors import DataError
+
+BATCHES = ('data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch')
+
+
+def _one_line(text: str) -> str: return ' '.join(text.split())
+
+
+# ---- 1. pickled batches never execute code ----------------------------------------------------------------------
+
+class _Touch:
+    "Unpickling this creates `marker`: the payload of a crafted batch."
+    def __init__(self, marker: Path, how: str): self.marker, self.how = marker, how
+    def __reduce__(self):
+        if self.how == 'os.system': return os.system, (f'touch {self.marker}',)
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def _write_batches(dest: Path, n: int = 12, protocol: int = pickle.DEFAULT_PROTOCOL, numpy1: bool = False,
+                   evil: dict | None = None) -> dict:
+    """torchvision's format, as cifar-10-python.tar.gz holds it: dicts with bytes keys b'data' (uint8 N×3072),
+    b'labels' (a list of ints), b'filenames', b'batch_label'; batches.meta with b'label_names'. `numpy1` rewrites the
+    module names to numpy 1.x's (the official files were written by it); `evil` maps a file name to a crafted
+    payload. Returns the images (N,3,32,32) and labels per split."""
+    dest.mkdir(parents=True)
+    rng, ref = np.random.default_rng(24), {'train': ([], []), 'test': ([], [])}
+    classes = [f'class{i}' for i in range(10)]
+    def dump(name, obj):
+        raw = pickle.dumps(obj, protocol=protocol)
+        if numpy1: raw = raw.replace(b'numpy._core.', b'numpy.core.')  # protocol <= 3: names are plain text
+        (dest / name).write_bytes(raw)
+    dump('batches.meta', {b'label_names': [c.encode() for c in classes], b'num_cases_per_batch': n, b'num_vis': 3072})
+    for name in BATCHES:
+        x, y = rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.permutation(np.arange(n) % 10).tolist()
+        sp = 'test' if name == 'test_batch' else 'train'
+        ref[sp][0].append(x.reshape(n, 3, 32, 32)); ref[sp][1].extend(y)
+        batch = {b'batch_label': name.encode(), b'labels': y, b'data': x,
+                 b'filenames': [f'{name}_{i}.png'.encode() for i in range(n)]}
+        dump(name, {**batch, b'data': evil[name]} if evil and name in evil else batch)
+    if evil and 'batches.meta' in evil: dump('batches.meta', {b'label_names': evil['batches.meta']})
+    return {sp: (np.concatenate(xs), np.array(ys)) for sp, (xs, ys) in ref.items()}
+
+
+def _tar(folder: Path) -> Path:
+    arc = folder.parent / 'cifar-10-python.tar.gz'
+    with tarfile.open(arc, 'w:gz') as tf: tf.add(folder, arcname='cifar-10-batches-py')
+    return arc
+
+
+@pytest.mark.parametrize('how', ['os.system', 'Path.touch'])
+@pytest.mark.parametrize('where', ['data_batch_3', 'batches.meta'])
+def test_crafted_batch_runs_no_code(tmp_path, fresh_cache, capsys, how, where):
+    marker = tmp_path / 'MARKER'
+    folder = tmp_path / 'cifar-10-batches-py'
+    _write_batches(folder, evil={where: _Touch(marker, how)})
+    arc = _tar(folder)
+    for src, shown in ((folder, folder / where), (arc, f'{arc}:{where}')):
+        with pytest.raises(DataError, match=rf'{shown} is not a CIFAR batch and was not loaded'):
+            cifar_data(src)
+        assert not marker.exists()
+        from cifar_fast.cli import main
+        assert main(['data', '--data', str(src), '--out', str(tmp_path / 'grid.png')]) == 2
+        out = _one_line(capsys.readouterr().out)
+        assert f'error: {shown} is not a CIFAR batch and was not loaded' in out and 'Traceback' not in out
+        assert not marker.exists() and not (tmp_path / 'grid.png').exists()
+    assert not (fresh_cache / 'arrays').is_dir() or list((fresh_cache / 'arrays').iterdir()) == []
+
+
+@pytest.mark.parametrize('protocol,numpy1', [(2, True), (2, False), (4, False), (5, False)])
+def test_genuine_format_loads_and_says_not_official(tmp_path, fresh_cache, protocol, numpy1):
+    "numpy 1.x names (the official files') and 2.x's, protocols 2 (bytes via _codecs.encode) to 5 (_frombuffer)."
+    folder = tmp_path / 'cifar-10-batches-py'
+    ref = _write_batches(folder, protocol=protocol, numpy1=numpy1)
+    if numpy1: assert b'numpy.core.multiarray' in (folder / 'test_batch').read_bytes()
+    for src in (folder, _tar(folder), folder):  # the folder twice: the second time from the cache, still said
+        with pytest.warns(UserWarning, match=r'batches\.meta, data_batch_1, .*test_batch are not the official files'):
+            a = load_arrays(resolve_source(src))
+        assert a.classes == tuple(f'class{i}' for i in range(10)) and a.meta['unofficial'][0] == 'batches.meta'
+        for sp in ('train', 'test'):
+            assert np.array_equal(a.x[sp], ref[sp][0]) and np.array_equal(a.y[sp], ref[sp][1])
+
+
+def test_official_md5_says_nothing(tmp_path, fresh_cache, monkeypatch):
+    "Files whose MD5 is the published one load without a word (here our files' MD5s stand in for the published ones)."
+    from cifar_fast.data import pickles as P
+    folder = tmp_path / 'cifar-10-batches-py'
+    _write_batches(folder)
+    md5 = {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in (*BATCHES, 'batches.meta')}
+    assert set(md5) == set(P.OFFICIAL_MD5)
+    monkeypatch.setattr(P, 'OFFICIAL_MD5', md5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert load_arrays(resolve_source(folder)).meta['unofficial'] == []
+
+
+def test_official_md5_are_torchvisions():
+    "The table is torchvision's (when installed), the check it runs before unpickling."
+    from cifar_fast.data import pickles as P
+    cifar = pytest.importorskip('torchvision.datasets.cifar')
+    tv = {n: m for n, m in cifar.CIFAR10.train_list + cifar.CIFAR10.test_list}
+    tv[cifar.CIFAR10.meta['filename']] = cifar.CIFAR10.meta['md5']
+    assert P.OFFICIAL_MD5 == tv
+
+
+def test_batch_not_shaped_like_cifar(tmp_path, fresh_cache):
+    folder = tmp_path / 'cifar-10-batches-py'
+    _write_batches(folder, evil={'data_batch_2': np.zeros((12, 3072), np.float32)})
+    with pytest.raises(DataError, match=r"data_batch_2: 'data' is float32 \(12, 3072\), expected a uint8 array"):
+        load_arrays(resolve_source(folder))
