@@ -4,6 +4,7 @@ import hashlib
 import os
 import pathlib
 import pickle
+import shutil
 import tarfile
 import warnings
 from pathlib import Path
@@ -123,3 +124,21 @@ def test_batch_not_shaped_like_cifar(tmp_path, fresh_cache):
     _write_batches(folder, evil={'data_batch_2': np.zeros((12, 3072), np.float32)})
     with pytest.raises(DataError, match=r"data_batch_2: 'data' is float32 \(12, 3072\), expected a uint8 array"):
         load_arrays(resolve_source(folder))
+
+
+# ---- 2. an image's size is checked from its header, before any pixel is decoded ----------------------------------
+
+def test_huge_image_refused_before_decoding(synthetic, tmp_path, fresh_cache, monkeypatch):
+    "A 105 KB PNG declaring 6000×6000 (108 MB of pixels) is refused from its header: PIL's `load` never runs on it."
+    from PIL import Image, ImageFile
+    data = shutil.copytree(synthetic, tmp_path / 'cifar10')
+    Image.new('RGB', (6000, 6000)).save(data / 'train/cat/0003.png')
+    Image.open(data / 'train/dog/0001.png').save(data / 'train/dog/0001.png')  # a 32×32 one, rewritten
+    (data / 'train/dog/0002.png').write_bytes((data / 'train/dog/0002.png').read_bytes()[:200])  # a truncated one
+    loaded, load = [], ImageFile.ImageFile.load
+    def counting(im): loaded.append(im.size); return load(im)
+    monkeypatch.setattr(ImageFile.ImageFile, 'load', counting)
+    with pytest.raises(DataError, match=r'(?s)2 file\(s\).*train/cat/0003\.png: is 6000×6000, not 32×32.*'
+                                        r'train/dog/0002\.png: cannot be decoded'):
+        load_arrays(resolve_source(data), num_workers=1)  # in this process, where the counter is
+    assert (6000, 6000) not in loaded and (32, 32) in loaded  # the counter saw the others (and the truncated one)

@@ -171,8 +171,10 @@ def decode_image(payload) -> tuple[np.ndarray | None, str]:
     bit expansion v * 257; 32-bit integer and float images are refused (their range is unknown)."""
     try:
         with Image.open(io.BytesIO(payload) if isinstance(payload, bytes) else payload) as im:
-            im.load()  # surfaces truncated files, which PIL otherwise only notices on first pixel access
+            # The size comes from the header (`open` is lazy): a small file declaring a huge image (a decompression
+            # bomb) is refused before one pixel is decoded, in each of the forked decoders.
             if im.size != (32, 32): return None, f'is {im.size[0]}×{im.size[1]}, not 32×32'
+            im.load()  # surfaces truncated files, which PIL otherwise only notices on first pixel access
             if im.mode.startswith('I;16') or (im.mode == 'I' and im.format == 'PNG'):  # older PIL opened them as 'I'
                 grey = np.rint(np.asarray(im).clip(0, 65535) / 257).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2), 'converted:I;16'
