@@ -31,6 +31,14 @@ def _check_args(split: str, top_losses: int, tta: int) -> None:
     if tta not in (0, 1, 2): raise ConfigError(f"tta must be 0, 1 or 2, got {tta!r}.")
 
 
+def report_dir(root: str | Path, split: str = 'test', subset: int | None = None) -> Path:
+    """Where a report goes by default: root/interpret/ for a whole split (what the end of a run writes, and what
+    `cifar-fast interpret` redoes), else beside it, e.g. interpret-subset100/ or interpret-train-subset100/: a quick
+    look at part of the data must not replace the full report and its figures."""
+    if subset is None: return Path(root) / 'interpret'
+    return Path(root) / ('interpret-' + (f'{split}-' if split != 'test' else '') + f'subset{subset}')
+
+
 def split_dl(dl_or_dls, split: str = 'test', subset: int | None = None):
     """A loader over `split` of DataLoaders ('test' = valid, 'train' without augmentation), or over a given loader, in
     dataset order at the validation batch size; with `subset`, a stratified, fixed subset of it."""
@@ -56,7 +64,8 @@ def interpret_run(run_dir: str | Path, split: str = 'test', top_losses: int = 16
                   trust_pickle: bool = False, subset: int | None = None, out_dir: str | Path | None = None,
                   data=None, weights: str = 'selected', device='cpu', save: bool = True) -> RunInterpretation:
     """Interpret a run folder's model (model.pth + recipe.json; export.pkl only with `trust_pickle`) on `split`,
-    writing every table and figure to `out_dir` (default RUN_DIR/interpret/)."""
+    writing every table and figure to `out_dir` (default `report_dir(run_dir, split, subset)`: RUN_DIR/interpret/,
+    or a folder beside it for a subset)."""
     _check_args(split, top_losses, tta)
     run_dir = check_run_dir(run_dir)
     t0 = time.perf_counter()
@@ -68,7 +77,7 @@ def interpret_run(run_dir: str | Path, split: str = 'test', top_losses: int = 16
     check_top(top_losses, len(dl.dataset), split)
     res = predict_split(model, dl, dls.vocab, top_losses, tta, split=split, title=f'{run_dir.name} ({r.model})',
                         seconds=dict(load=time.perf_counter() - t0))
-    if save: res.save(Path(out_dir) if out_dir else run_dir / 'interpret')
+    if save: res.save(Path(out_dir) if out_dir else report_dir(run_dir, split, subset))
     return res
 
 
@@ -76,13 +85,13 @@ def interpret_learner(learn, dl=None, split: str = 'test', top_losses: int = 16,
                       subset: int | None = None, out_dir: str | Path | None = None,
                       save: bool = True) -> RunInterpretation:
     """Interpret a live fastai `Learner` on `dl`, or on its `split` ('test' = dls.valid, 'train' without
-    augmentation), writing to `out_dir` (default learn.path/interpret/). Losses are plain cross-entropy whatever
-    `learn.loss_func` is (MixUp, label smoothing)."""
+    augmentation), writing to `out_dir` (default `report_dir(learn.path, split, subset)`). Losses are plain
+    cross-entropy whatever `learn.loss_func` is (MixUp, label smoothing)."""
     _check_args(split, top_losses, tta)
     dl = split_dl(learn.dls if dl is None else dl, split, subset)
     check_top(top_losses, len(dl.dataset), split)
     model = getattr(learn, 'raw_model', learn.model)  # uncompiled: no recompiling for the last, smaller batch
     res = predict_split(model, dl, learn.dls.vocab, top_losses, tta, learn=learn, split=split,
                         title=f'{Path(learn.path).name} ({type(model).__name__})')
-    if save: res.save(Path(out_dir) if out_dir else Path(learn.path) / 'interpret')
+    if save: res.save(Path(out_dir) if out_dir else report_dir(learn.path, split, subset))
     return res
