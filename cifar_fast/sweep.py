@@ -105,11 +105,14 @@ def sweep_config(recipe_path: str | Path, params: dict[str, list], method: str =
     return cfg
 
 
-def write_sweep(config: dict, path: str | Path) -> Path:
-    "The sweep config as YAML, written atomically (temporary file renamed into place)."
+def write_sweep(config: dict, path: str | Path, overwrite: bool = True) -> Path:
+    """The sweep config as YAML, written atomically (temporary file renamed into place). With `overwrite=False` (the
+    CLI's default) an existing file is refused: it may be the config of a sweep that W&B already runs."""
     import yaml
 
     from .rundir import atomic_write_bytes
+    if not overwrite and Path(path).exists():
+        raise ConfigError(f"sweep file {path} already exists: pass --force to replace it, or --out another.yaml.")
     text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=120)
     head = f"# W&B sweep for {config['program']}; create it with `wandb sweep {Path(path).as_posix()}`\n"
     return atomic_write_bytes(Path(path), (head + text).encode())
