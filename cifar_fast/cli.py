@@ -29,21 +29,22 @@ def cmd_data(args) -> int:
     a = cd.arrays
     t = Table(title='CIFAR-10', title_justify='left')
     t.add_column('class'); t.add_column('train', justify='right'); t.add_column('test', justify='right')
-    for name, ntr, nte in zip(a.classes, a.counts('train'), a.counts('test')): t.add_row(name, f'{ntr:,}', f'{nte:,}')
+    for name, ntr, nte in zip(a.classes, a.counts('train'), a.counts('test')):
+        t.add_row(escape(name), f'{ntr:,}', f'{nte:,}')
     t.add_section()
     t.add_row('[b]total', f"[b]{len(a.y['train']):,}", f"[b]{len(a.y['test']):,}")
     console.print(t)
     shape = a.x['train'].shape[1:]
     info = Table.grid(padding=(0, 2))
-    for k, v in [('image', f'{shape[1]}×{shape[2]} RGB, uint8'), ('source', str(cd.source)),
-                 ('data root', str(cd.source.root)), ('cache', a.meta.get('cache', '-')),
+    for k, v in [('image', f'{shape[1]}×{shape[2]} RGB, uint8'), ('source', escape(str(cd.source))),
+                 ('data root', escape(str(cd.source.root))), ('cache', escape(str(a.meta.get('cache', '-')))),
                  ('decoded arrays', f"{sum(x.nbytes for x in a.x.values()) / 1e6:.0f} MB"),
                  ('load time', f"{secs:.2f} s" + (f" (first decode took {a.meta['decode_seconds']} s)"
                                                   if 'decode_seconds' in a.meta else ''))]:
         info.add_row(f'[dim]{k}', v)
     console.print(info)
     out = sample_grid(a.x['train'], a.y['train'], a.classes, args.out, title='CIFAR-10 training samples')
-    console.print(f'Sample grid written to [bold]{out}[/bold]')
+    console.print(f'Sample grid written to [bold]{escape(str(out))}[/bold]')
     return 0
 
 
@@ -115,12 +116,14 @@ def cmd_lr_find(args) -> int:
     from .training import lr_find
     r = _recipe_from_args(args)
     res = lr_find(r, runs_root=args.runs)
-    t = Table(title=f'lr_find — {r.name} ({r.model})', title_justify='left')
+    t = Table(title=escape(f'lr_find — {r.name} ({r.model})'), title_justify='left')
     t.add_column('suggestion'); t.add_column('learning rate', justify='right')
     for k, v in res['suggestions'].items(): t.add_row(k, f'{v:.3e}')
     console.print(t)
-    console.print(f"Plot: [bold]{res['out_dir'] / 'lr_find.png'}[/bold]   curve: {res['out_dir'] / 'lr_find.json'}\n"
-                  f"Use one with [bold]cifar-fast train {args.recipe} --lr valley[/bold] (or --lr <number>).")
+    png, curve, recipe = (escape(str(x)) for x in (res['out_dir'] / 'lr_find.png', res['out_dir'] / 'lr_find.json',
+                                                   args.recipe))
+    console.print(f"Plot: [bold]{png}[/bold]   curve: {curve}\n"
+                  f"Use one with [bold]cifar-fast train {recipe} --lr valley[/bold] (or --lr <number>).")
     return 0
 
 
@@ -131,16 +134,17 @@ def cmd_runs(args) -> int:
     root = Path(args.runs)
     dirs = sorted((d for d in root.iterdir() if (d / 'recipe.json').is_file()), key=lambda d: d.stat().st_mtime) if root.is_dir() else []
     if not dirs:
-        console.print(f'No runs under {root}/ yet. Start one with [bold]cifar-fast train recipes/quick.py[/bold].')
+        console.print(f'No runs under {escape(str(root))}/ yet. '
+                      f'Start one with [bold]cifar-fast train recipes/quick.py[/bold].')
         return 0
-    t = Table(title=f'runs in {root}/', title_justify='left')
+    t = Table(title=escape(f'runs in {root}/'), title_justify='left')
     for c in ('run', 'recipe', 'model', 'params', 'epochs', 'accuracy', 'best', 'time', 'state'):
         t.add_column(c, justify='right' if c in ('params', 'epochs', 'accuracy', 'best', 'time') else 'left')
     groups = sweep_groups(dirs)  # runs of one W&B sweep sit together under a heading
     for sid, members in groups.items():
         if len(groups) > 1:
             if t.row_count: t.add_section()
-            t.add_row(f"[bold]{'sweep ' + sid if sid else 'not in a sweep'}[/bold]")
+            t.add_row(f"[bold]{escape('sweep ' + sid) if sid else 'not in a sweep'}[/bold]")
         for d in members: t.add_row(*_run_row(d, read_json, run_state))
     console.print(t)
     return 0
@@ -154,32 +158,42 @@ def _run_row(d: Path, read_json, run_state) -> list[str]:
     params = read_json(d / 'env.json').get('params') if (d / 'env.json').is_file() else None
     acc = s.get('test_accuracy_tta') or s.get('test_accuracy')
     colour = {'complete': 'green', 'interrupted': 'yellow', 'running': 'cyan'}.get(state, 'red')
-    return [d.name, rec['name'], rec['model'], f'{params / 1e6:.2f}M' if params else '-',
+    # Folder, recipe and model names are the user's text: escaped, so `x[red]y` prints as written, not as markup.
+    return [escape(d.name), escape(rec['name']), escape(rec['model']), f'{params / 1e6:.2f}M' if params else '-',
             f"{s['epochs']}/{rec['epochs']}" if s else f"-/{rec['epochs']}",
             f'{100 * acc:.2f}%' if acc is not None else '-',
             f"{100 * s['best_epoch_accuracy']:.2f}%" if s else '-',
             f"{s['wall_seconds']:.0f}s" if s else '-', f'[{colour}]{state}[/{colour}]']
 
 
+def _print_data_source(run_dir, data) -> None:
+    "One line saying which images a run is evaluated on and why: its recorded path may be another machine's."
+    from .inference import data_source
+    source, why = data_source(run_dir, data)
+    console.print(f"data: {escape(source or 'the default download')} ({escape(why)})", highlight=False)
+
+
 def cmd_evaluate(args) -> int:
     "Recompute a run's test accuracy from its saved weights (optionally with TTA)."
     from .inference import evaluate_run
+    _print_data_source(args.run_dir, args.data)
     res = evaluate_run(args.run_dir, tta=args.tta_level, data=args.data, trust_pickle=args.trust_pickle,
                        weights=args.weights)
     tta = f' with TTA level {res["tta"]}' if res['tta'] else ''
-    console.print(f"{res['recipe']} ({res['model']}, {res['weights']} weights): test accuracy "
+    console.print(f"{escape(res['recipe'])} ({escape(res['model'])}, {res['weights']} weights): test accuracy "
                   f"[bold green]{100 * res['accuracy']:.2f}%[/bold green]{tta}, loss {res['loss']:.4f} on {res['n']:,} images")
     return 0
 
 
 def cmd_predict(args) -> int:
-    "Class and probability for each image."
+    "Class and probability for each image, and for each image in a folder (recursively, sorted)."
     from .inference import predict_images
     t = Table(title='predictions', title_justify='left')
     for c in ('image', 'class', 'probability', 'runners-up'): t.add_column(c)
     for p in predict_images(args.run_dir, args.images, trust_pickle=args.trust_pickle):
-        t.add_row(p['image'], f"[bold]{p['label']}[/bold]", f"{100 * p['prob']:.1f}%",
-                  ', '.join(f'{c} {100 * v:.1f}%' for c, v in p['top'][1:]))
+        # File and class names are the user's text: escaped, so that `a[red]b.png` prints as written.
+        t.add_row(escape(p['image']), f"[bold]{escape(p['label'])}[/bold]", f"{100 * p['prob']:.1f}%",
+                  escape(', '.join(f'{c} {100 * v:.1f}%' for c, v in p['top'][1:])))
     console.print(t)
     return 0
 
@@ -188,16 +202,19 @@ def cmd_interpret(args) -> int:
     "Confusion matrix, per-class scores, most-confused pairs, top losses and calibration for a run, as files and tables."
     from .console import confusion_table, per_class_table
     from .interpret import interpret_run
-    with console.status(f'Predicting the {args.split} split…'):
+    _print_data_source(args.run_dir, args.data)
+    with console.status(f'Predicting the {escape(args.split)} split…'):
         res = interpret_run(args.run_dir, split=args.split, top_losses=args.top_losses, tta=args.tta_level,
                             trust_pickle=args.trust_pickle, subset=args.subset, data=args.data)
     console.print(confusion_table(res))
     console.print(per_class_table(res))
-    pairs = ', '.join(f'{a} → {p} ({n})' for a, p, n in res.most_confused()[:5])
+    pairs = escape(', '.join(f'{a} → {p} ({n})' for a, p, n in res.most_confused()[:5]))
     console.print(f"accuracy [bold]{100 * res.accuracy:.2f}%[/bold] on {len(res.targs):,} {args.split} images, "
                   f"ECE {res.ece:.4f}; most confused: {pairs}")
     out = Path(next(iter(res.files.values()))).parent if res.files else None
-    console.print(f'Files in [bold]{out}[/bold]: ' + ', '.join(Path(f).name for f in res.files.values()))
+    beside = ' (a subset: the full report in interpret/ is left as it was)' if args.subset is not None else ''
+    console.print(f'Files in [bold]{escape(str(out))}[/bold]{beside}: '
+                  + escape(', '.join(Path(f).name for f in res.files.values())))
     return 0
 
 
@@ -229,6 +246,7 @@ def add_sweep_parser(subparsers):
     s.add_argument('--entity', help="W&B entity (default: the recipe's wandb.entity, else your default entity)")
     s.add_argument('--out', help='the YAML file to write (default: sweeps/<recipe name>.yaml)')
     s.add_argument('--count', type=int, help='end the sweep after N runs (run_cap), and `wandb agent --count N`')
+    s.add_argument('--force', action='store_true', help='replace the YAML file if it exists (default: refuse)')
     s.set_defaults(func=cmd_sweep)
 
 
@@ -248,7 +266,7 @@ def cmd_sweep(args) -> int:
         raise ConfigError('--metric accuracy_tta needs tta > 0 in every run (the recipe or --param tta=1,2).')
     project, entity = args.project or r.wandb.project, args.entity or r.wandb.entity
     cfg = sweep_config(args.recipe_path, params, args.method, args.metric, project, entity, args.count)
-    out = write_sweep(cfg, args.out or Path('sweeps') / f'{r.name}.yaml')
+    out = write_sweep(cfg, args.out or Path('sweeps') / f'{r.name}.yaml', overwrite=args.force)
     t = Table('parameter', 'values')
     for k, vs in params.items(): t.add_row(k, escape(', '.join(json.dumps(plain_value(v)) for v in vs)))
     console.print(t)
@@ -302,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ('predict', cmd_predict, 'classify image files with a trained run')):
         e = sub.add_parser(name, help=hlp, description=hlp)
         e.add_argument('run_dir', help='a run folder, e.g. runs/quick-20260101-120000')
-        if name == 'predict': e.add_argument('images', nargs='+', help='image files (32×32 RGB)')
+        if name == 'predict':
+            e.add_argument('images', nargs='+', help='32×32 RGB image files, or folders of them (searched '
+                           'recursively, like fastai\'s get_image_files; sorted)')
         else:
             e.add_argument('--tta', dest='tta_level', type=int, nargs='?', const=1, default=0, choices=(0, 1, 2),
                            help='test-time augmentation: --tta (flip) or --tta 2 (flip × ±1-px translate)')

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -33,9 +34,10 @@ class RunConsole:
             if self.file is None: self.open(p['run_dir'])
             r = p['recipe']
             how = f"resuming at epoch {p['resumed_from']}" if p['resumed_from'] is not None else 'new run'
-            self.print(f"[bold]{r.name}[/bold]: {r.model} ({p['params'] / 1e6:.2f}M params), {r.epochs} epochs, "
-                       f"{r.schedule} lr={r.lr}, bs={r.data.batch_size}, {p['device']} {p['choices'].describe()}, seed {r.seed}"
-                       f" — {how} in [cyan]{p['run_dir']}[/cyan]")
+            # Names and paths are the user's text, printed as written: escaped, or rich would read `x[red]y` as markup.
+            self.print(f"[bold]{escape(r.name)}[/bold]: {escape(r.model)} ({p['params'] / 1e6:.2f}M params), "
+                       f"{r.epochs} epochs, {r.schedule} lr={r.lr}, bs={r.data.batch_size}, {p['device']} "
+                       f"{p['choices'].describe()}, seed {r.seed} — {how} in [cyan]{escape(str(p['run_dir']))}[/cyan]")
         elif kind == 'lr_find':
             sugg = ', '.join(f'{k} {v:.2e}' for k, v in p.items() if k in ('valley', 'slide', 'minimum', 'steep'))
             self.print(f"lr_find: {sugg} → using {p['chosen']} = [bold]{p['lr']:.3e}[/bold]")
@@ -52,7 +54,7 @@ class RunConsole:
 
 def summary_table(s: dict) -> Table:
     "The closing table of a run."
-    t = Table(title=f"{s['recipe']} — {s['model']}", title_justify='left', show_header=False)
+    t = Table(title=escape(f"{s['recipe']} — {s['model']}"), title_justify='left', show_header=False)
     t.add_column(style='dim'); t.add_column(justify='right')
     acc = f"{100 * s['test_accuracy']:.2f}%"
     weights = s['checkpoint'] + (f" {s['weights_average'].upper()}-averaged" if s.get('weights_average') else '')
@@ -64,7 +66,7 @@ def summary_table(s: dict) -> Table:
              ('parameters', f"{s['params']:,}"), ('wall time', f"{s['wall_seconds']:.1f} s"),
              ('training', f"{s['train_images_per_sec']:,.0f} images/s ({s['precision']})")]
     if s.get('compile_seconds'): rows.append(('compile', f"{s['compile_seconds']:.1f} s"))
-    rows.append(('run folder', str(s['run_dir'])))
+    rows.append(('run folder', escape(str(s['run_dir']))))
     for k, v in rows: t.add_row(k, v)
     return t
 
@@ -76,12 +78,13 @@ def confusion_table(res, width: int = 5) -> Table:
     t = Table(title=f'confusion matrix · {res.split} · {res.n:,} images · accuracy {100 * res.accuracy:.2f}%',
               caption='rows: actual · columns: predicted', header_style='bold')
     t.add_column('actual', style='bold')
-    for c in res.classes: t.add_column(c[:width], justify='right')
+    # Class names come from the data's folder names: escaped, so that rich prints them as they are.
+    for c in res.classes: t.add_column(escape(c[:width]), justify='right')
     t.add_column('total', justify='right', style='dim')
     for i, c in enumerate(res.classes):
         cells = [(f'[bold green]{v}[/]' if i == j else f'[red]{v}[/]' if v >= max(hi // 2, 1) else
                   f'[dim]{v}[/]' if v == 0 else str(v)) for j, v in enumerate(cm[i].tolist())]
-        t.add_row(c, *cells, str(int(cm[i].sum())))
+        t.add_row(escape(c), *cells, str(int(cm[i].sum())))
     return t
 
 
@@ -96,7 +99,7 @@ def per_class_table(res) -> Table:
     t.add_column('support', justify='right', footer=f'{int(pc["support"].sum()):,}')
     worst = int(np.argmin(pc['f1']))
     for i, c in enumerate(res.classes):
-        t.add_row(c, *(f'{pc[k][i]:.3f}' for k in cols), str(int(pc['support'][i])),
+        t.add_row(escape(c), *(f'{pc[k][i]:.3f}' for k in cols), str(int(pc['support'][i])),
                   style='yellow' if i == worst else None)
     return t
 

@@ -1,13 +1,16 @@
 """Using a finished run: rebuild the model from recipe.json and load model.pth with `torch.load(weights_only=True)`;
 the images are normalised with the statistics, and named with the classes, that data.json records for the run.
-A pickled export.pkl can run arbitrary code when loaded, so it is only used with an explicit `trust_pickle=True`."""
+A pickled export.pkl can run arbitrary code when loaded, so it is only used with an explicit `trust_pickle=True`.
+A run folder may come from another machine: its recorded data path is followed only if it exists here, after the
+user's --data and $CIFAR_FAST_DATA (see `data_source`)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from .data import CIFAR_STATS, recipe_dls
+from .data import CIFAR_STATS, recipe_dls, run_data_source
 from .errors import ConfigError, DataError
 from .machine import resolve_channels_last
 from .predictions import accuracy, predict_loader
@@ -52,16 +55,29 @@ def run_data(run_dir: str | Path) -> dict:
     return dict(classes=env.get('classes'), stats=CIFAR_STATS)
 
 
+def data_source(run_dir: str | Path, data=None) -> tuple[str | None, str]:
+    """(source, why) of the images a run is evaluated on: `data` (--data), then $CIFAR_FAST_DATA, then the path its
+    recipe.json records if it exists on this machine; a recorded path that is not here raises DataError."""
+    where = check_run_dir(run_dir) / 'recipe.json'
+    recorded = read_json(where)['recipe'].get('data', {}).get('source')
+    return run_data_source(recorded, str(data) if data else None, str(where))
+
+
 def run_dls(r: Recipe, run_dir: str | Path, data=None, device='cpu', **changes):
     """The run's DataLoaders for evaluation (fast engine: both engines normalise identically), normalised as the run
-    was; refused when the data's classes are not the ones the model was trained on."""
-    info = run_data(run_dir)
-    dls = recipe_dls(r, device, progress=False, source=str(data) if data else None, engine='fast', stats=info['stats'],
-                     origin=str(Path(run_dir) / 'recipe.json'), **changes)
+    was, on the images `data_source` picks; refused when their classes are not the ones the model was trained on."""
+    info, where = run_data(run_dir), str(Path(run_dir) / 'recipe.json')
+    source, why = run_data_source(r.data.source, str(data) if data else None, where)
+    if data:
+        dls = recipe_dls(r, device, progress=False, source=source, engine='fast', stats=info['stats'], **changes)
+    else:  # recipe_dls names a `source=` '--data' in its messages; the recipe's own field carries its real origin
+        r = dataclasses.replace(r, data=dataclasses.replace(r.data, source=source))
+        origin = where if why.startswith('data.source') else why  # the recorded path, or $CIFAR_FAST_DATA's
+        dls = recipe_dls(r, device, progress=False, engine='fast', stats=info['stats'], origin=origin, **changes)
     if info['classes'] is not None and list(info['classes']) != [str(c) for c in dls.vocab]:
-        raise DataError(f"run {run_dir} was trained on classes {info['classes']}, but its data"
-                        f"{' (' + str(data) + ')' if data else ''} has {list(dls.vocab)}: point --data at the data it "
-                        f"was trained on.")
+        used = source or 'the default download'
+        raise DataError(f"run {run_dir} was trained on classes {info['classes']}, but its data ({used}, from {why}) "
+                        f"has {list(dls.vocab)}: point --data at the data it was trained on.")
     return dls
 
 
@@ -75,18 +91,40 @@ def evaluate_run(run_dir, tta: int = 0, data=None, trust_pickle: bool = False, w
                 n=len(targs), tta=tta, weights=weights, recipe=r.name, model=r.model)
 
 
+def image_paths(paths) -> list[Path]:
+    """Each path that is an image file, and the image files in each folder: found as fastai's `get_image_files` finds
+    them (recursively, skipping hidden folders, by image suffix), in sorted order so that the output is repeatable."""
+    from fastai.data.transforms import get_image_files, image_extensions
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(get_image_files(p))
+            if not found:
+                raise ConfigError(f"folder {p} holds no image files (searched recursively for .png, .jpg, .jpeg, "
+                                  f".bmp, ...); give image files, or a folder that holds some.")
+            out += found
+        elif p.is_file():
+            if p.suffix.lower() not in image_extensions:
+                raise ConfigError(f"{p} is neither an image file (.png, .jpg, .jpeg, .bmp, ...) nor a folder of "
+                                  f"images; give image files or folders of them.")
+            out.append(p)
+        else: raise ConfigError(f"image {p} does not exist; give image files or folders of them.")
+    return out
+
+
 @torch.no_grad()
 def predict_images(run_dir, images, trust_pickle: bool = False, device='cpu', top: int = 3) -> list[dict]:
-    "For each image file: the predicted class, its probability and the `top` classes."
+    """For each image file, and each image in a folder (see `image_paths`): the predicted class, its probability and
+    the `top` classes."""
     from .data import augment as A
     from .data.fast import _to_uint8_chw
+    files = image_paths([images] if isinstance(images, (str, Path)) else images)  # every path checked before any work
     r, model = load_run(run_dir, 'selected', trust_pickle, device)
     info = run_data(run_dir)
-    classes = info['classes'] or [str(c) for c in recipe_dls(r, progress=False).vocab]
+    classes = info['classes'] or [str(c) for c in run_dls(r, run_dir, device=device).vocab]
     out = []
-    for img in images:
-        if not Path(img).is_file(): raise ConfigError(f"image {img} does not exist.")
-        x = A.normalize(_to_uint8_chw(Path(img))[None].to(device), *info['stats'])
+    for img in files:
+        x = A.normalize(_to_uint8_chw(img)[None].to(device), *info['stats'])
         p = model(x).float().softmax(1)[0].cpu()
         vals, idx = p.topk(min(top, len(p)))
         out.append(dict(image=str(img), label=classes[int(idx[0])], prob=float(vals[0]),
