@@ -1,6 +1,7 @@
 """Data that arrives from elsewhere is data, never code, and cannot exhaust the machine (issue 24): pickled batches run
 no code, an image's size is checked before it is decoded, archives are streamed, and concurrent loaders decode once."""
 import hashlib
+import io
 import os
 import pathlib
 import pickle
@@ -142,3 +143,30 @@ def test_huge_image_refused_before_decoding(synthetic, tmp_path, fresh_cache, mo
                                         r'train/dog/0002\.png: cannot be decoded'):
         load_arrays(resolve_source(data), num_workers=1)  # in this process, where the counter is
     assert (6000, 6000) not in loaded and (32, 32) in loaded  # the counter saw the others (and the truncated one)
+
+
+# ---- 3. archives are streamed, not decompressed whole in memory ---------------------------------------------------
+
+def test_archive_listing_streams(tmp_path):
+    """Reading a tar.gz's members holds about their bytes: tracemalloc's peak stays under those plus half the tar,
+    where decompressing it whole held the compressed file, the whole tar and a copy of every member."""
+    import gzip
+    import tracemalloc
+    from cifar_fast.data import cache
+    # Random bytes: incompressible, so that each read of the stream inflates to about its own size. (Zeros inflate
+    # 1000-fold: one 16 KB read of tarfile's stream would hold the whole 3 MB tar.)
+    arc, blob = tmp_path / 'c.tgz', np.random.default_rng(3).bytes(100_000)
+    with tarfile.open(arc, 'w:gz') as tf:
+        for sp, n in (('train', 2), ('test', 1)):
+            for c in range(10):
+                for i in range(n):
+                    info = tarfile.TarInfo(f'cifar10/{sp}/class{c}/{i}.png'); info.size = len(blob)
+                    tf.addfile(info, io.BytesIO(blob))
+    tar_size, payload = len(gzip.decompress(arc.read_bytes())), 30 * len(blob)
+    tracemalloc.start()
+    try:
+        classes, listing = cache._list_archive(arc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally: tracemalloc.stop()
+    assert len(listing) == 30 and all(b == blob for *_, b in listing) and len(classes) == 10
+    assert peak < payload + tar_size / 2, f'peak {peak:,} B; members {payload:,} B, tar {tar_size:,} B'

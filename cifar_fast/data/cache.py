@@ -250,17 +250,18 @@ def _list_archive(p: Path):
 
 
 def _archive_members(p: Path):
-    "(name, is_dir, bytes) for every member; reads the whole (small) archive in memory, much faster than extracting."
+    """(name, is_dir, bytes) for every member, much faster than extracting. A tar is streamed member by member ('r|*'
+    decompresses as it reads), so memory holds the members' bytes, not the compressed and the whole decompressed
+    archive as well (cifar10.tgz: 19.6 MB gzipped, 92.7 MB of tar, 55.3 MB of images)."""
     if p.name.lower().endswith('.zip'):
         with zipfile.ZipFile(p) as zf:
             return [(i.filename, i.is_dir(), b'' if i.is_dir() else zf.read(i)) for i in zf.infolist()]
-    with open(p, 'rb') as f: raw = f.read()
-    if raw[:2] == b'\x1f\x8b':
-        import gzip
-        raw = gzip.decompress(raw)
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
-        return [(m.name, m.isdir(), raw[m.offset_data:m.offset_data + m.size] if m.isfile() else b'')
-                for m in tf.getmembers() if m.isfile() or m.isdir()]
+    out = []
+    with tarfile.open(p, 'r|*') as tf:
+        for m in tf:
+            if m.isfile(): out.append((m.name, False, tf.extractfile(m).read()))
+            elif m.isdir(): out.append((m.name, True, b''))
+    return out
 
 
 # ---- the cache on disk ----------------------------------------------------------------------------------------
