@@ -1,5 +1,6 @@
 """Data that arrives from elsewhere is data, never code, and cannot exhaust the machine (issue 24): pickled batches run
 no code, an image's size is checked before it is decoded, archives are streamed, and concurrent loaders decode once."""
+import contextlib
 import hashlib
 import io
 import os
@@ -7,6 +8,7 @@ import pathlib
 import pickle
 import shutil
 import tarfile
+import time
 import warnings
 from pathlib import Path
 
@@ -170,3 +172,68 @@ def test_archive_listing_streams(tmp_path):
     finally: tracemalloc.stop()
     assert len(listing) == 30 and all(b == blob for *_, b in listing) and len(classes) == 10
     assert peak < payload + tar_size / 2, f'peak {peak:,} B; members {payload:,} B, tar {tar_size:,} B'
+
+
+# ---- 4. loaders starting together decode once ---------------------------------------------------------------------
+
+def _load_in_child(data: Path, barrier, out: Path):
+    "A child process: wait for the other, load `data`, save what it got."
+    barrier.wait(timeout=60)
+    a = load_arrays(resolve_source(data), num_workers=1, progress=False)
+    np.savez(out, *(a.x[sp] for sp in ('train', 'test')), *(a.y[sp] for sp in ('train', 'test')))
+
+
+def test_concurrent_loaders_decode_once(synthetic, tmp_path, fresh_cache, monkeypatch):
+    "Two processes load one source into an empty cache at once: exactly one decodes, both get the same arrays."
+    import multiprocessing as mp
+    from cifar_fast.data import cache
+    decodes, decode = tmp_path / 'decodes', cache._decode
+    def counted(*a, **k):  # forked children inherit this: each decode appends a line, then takes a second
+        with open(decodes, 'a') as f: f.write(f'{os.getpid()}\n')
+        time.sleep(1)  # without the lock the other loader finds no cache in this second, and decodes too
+        return decode(*a, **k)
+    monkeypatch.setattr(cache, '_decode', counted)
+    ctx = mp.get_context('fork')
+    barrier = ctx.Barrier(2)
+    kids = [ctx.Process(target=_load_in_child, args=(synthetic, barrier, tmp_path / f'{i}.npz')) for i in range(2)]
+    for k in kids: k.start()
+    for k in kids: k.join(60)
+    assert [k.exitcode for k in kids] == [0, 0]
+    assert len(decodes.read_text().split()) == 1
+    a, b = np.load(tmp_path / '0.npz'), np.load(tmp_path / '1.npz')
+    assert all(np.array_equal(a[k], b[k]) for k in a.files) and a['arr_0'].shape == (200, 3, 32, 32)
+
+
+def test_lock_released_when_holder_dies_even_with_children_alive(tmp_path):
+    "A holder killed while its forked decode worker lives on: the lock is free (the worker closed its copy)."
+    import fcntl
+    import signal
+    from cifar_fast.data.lock import file_lock
+    path, r, w = tmp_path / 'x.lock', *os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder: takes the lock, forks a long-lived worker, reports its pid, waits to be killed
+        try:
+            with file_lock(path):
+                worker = os.fork()
+                if worker == 0: time.sleep(30); os._exit(0)
+                os.write(w, f'{worker}\n'.encode()); time.sleep(30)
+        finally: os._exit(1)
+    worker = int(os.read(r, 64).split()[0])
+    try:
+        with open(path) as f:
+            with pytest.raises(BlockingIOError): fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held
+            os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free, though the worker still runs
+            os.kill(worker, 0)
+    finally:
+        os.kill(worker, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError): os.waitpid(worker, 0)
+
+
+def test_unwritable_cache_still_reads_its_entry(synthetic, tmp_path, fresh_cache):
+    "A cache where no lock file can be made (here locks/ is a file) still serves and writes entries."
+    (fresh_cache).mkdir(parents=True)
+    (fresh_cache / 'locks').write_text('not a folder')
+    a = load_arrays(resolve_source(synthetic), num_workers=1)
+    assert Path(a.meta['cache']).is_relative_to(fresh_cache) and 'decode_seconds' in a.meta
+    assert np.array_equal(load_arrays(resolve_source(synthetic), num_workers=1).x['test'], a.x['test'])

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from .lock import file_lock
 from .pickles import read_pickles, warn_unofficial
 from .sources import CifarSource, cache_dir, cache_error, make_temp_dir
 
@@ -50,14 +51,17 @@ def load_arrays(src: CifarSource, skip_bad: bool = False, num_workers: int | Non
     with one warning; images that are not 8-bit RGB are converted to RGB with one warning saying which and how.
     A cache that cannot be written (a file, read-only, disk full) raises a `DataError` saying what to do."""
     folder = cache_dir() / 'arrays' / f'v{CACHE_VERSION}-{src.fingerprint}'
-    arrays = _read_cache(folder, src) if folder.is_dir() else None
-    if arrays is None:
-        tmp = make_temp_dir(folder)  # before the decode: an unwritable cache fails in a second, not after a minute
-        try:
-            arrays = _decode(src, num_workers, progress)
-            _check_bad(arrays, skip_bad)  # refuse before anything is written
-            _write_cache(arrays, tmp, folder)
-        finally: shutil.rmtree(tmp, ignore_errors=True)
+    # One decoder per entry at a time: N ranks (or two runs) starting together wait for the first, then read its
+    # cache. The lock lives in locks/, so arrays/ holds entries only; it never fails a load (see `file_lock`).
+    with file_lock(cache_dir() / 'locks' / f'arrays-{folder.name}.lock'):
+        arrays = _read_cache(folder, src) if folder.is_dir() else None
+        if arrays is None:
+            tmp = make_temp_dir(folder)  # before the decode: an unwritable cache fails in a second, not after a minute
+            try:
+                arrays = _decode(src, num_workers, progress)
+                _check_bad(arrays, skip_bad)  # refuse before anything is written
+                _write_cache(arrays, tmp, folder)
+            finally: shutil.rmtree(tmp, ignore_errors=True)
     _check_bad(arrays, skip_bad)
     _warn_once(arrays.meta, skip_bad)
     return arrays
