@@ -10,7 +10,7 @@ import io
 import pickle
 import tarfile
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import numpy as np
 
