@@ -5,11 +5,13 @@ inside a function (tests/test_layers.py reads every import and holds the package
 
     0  errors, console, plots, interpret_plots   messages, rendering, figures: no cifar_fast logic
     1  data, models, optim, rundir, tta,         the pieces: images, nets, optimisers, files of a run folder, one
-       predictions, machine                      prediction pass and the result every report derives from, the
-                                                 run's choices for this machine (precision, layout, compile, threads)
+       predictions, machine, runlock, stop       prediction pass and the result every report derives from, the
+                                                 run's choices for this machine (precision, layout, compile, threads),
+                                                 the run folder's one owner, stop signals
     2  recipe, distributed                       the Recipe value; process groups
     3  callback                                  fastai callbacks of our own
-    4  learner, training                         the recipe's Learner; recipe -> Learner -> fit -> run folder
+    4  learner, training, resume                 the recipe's Learner; recipe -> Learner -> fit -> run folder;
+                                                 reopening an interrupted run (resume.py)
     5  inference, interpret, sweep               using finished runs; sweep configs
     6  cli                                       the command line
 """

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .console import RunConsole
 from .errors import CifarFastError, ConfigError
+from .stop import StopRequested
 
 # Outside a terminal rich would wrap at 80 columns; logs read better wide.
 console = Console() if sys.stdout.isatty() else Console(width=150)
@@ -77,16 +78,23 @@ def cmd_train(args) -> int:
     if args.help_fields: return _help_fields()
     if args.nproc: return _hand_over_to_torchrun(args)
     if args.resume:
-        if args.recipe or args.extra: raise CifarFastError('--resume continues a run exactly as recorded: give no recipe or overrides.')
+        if args.recipe or args.extra:
+            raise CifarFastError('--resume continues a run exactly as recorded: give no recipe or overrides (only '
+                                 '--data PATH, to say where its images are on this machine).')
         r = None
     else: r = _recipe_from_args(args)
     out = RunConsole(terminal=console, echo_epochs=not interactive())
     try:
-        res = train(r, resume=args.resume, runs_root=args.runs, log=out, source_file=args.recipe or args.recipe_file)
-        if res.summary.get('state') == 'interrupted':
-            out.print(f"[yellow]Interrupted after {res.summary['epochs_completed']} completed epoch(s).[/yellow] "
-                      f"Resume with: [bold]cifar-fast train --resume {res.run_dir}[/bold]")
-            return 130
+        res = train(r, resume=args.resume, runs_root=args.runs, log=out, source_file=args.recipe or args.recipe_file,
+                    data=args.data if args.resume else None)
+        s = res.summary
+        if s.get('state') == 'interrupted':
+            how = (f"Resume with: [bold]{escape(s['resume'])}[/bold]" if s.get('resume') else
+                   'No epoch had completed, so there is nothing to resume: start the run again.')
+            if int(os.environ.get('RANK', 0)) == 0:  # once for the job, not once per process
+                out.print(f"[yellow]Interrupted after {s['epochs_completed']} epoch(s) ({s.get('signal') or 'SIGINT'})."
+                          f"[/yellow] {how}")
+            return s.get('exit_code', 130)
     finally: out.close()
     return 0
 
@@ -105,10 +113,21 @@ def _hand_over_to_torchrun(args) -> int:
     "`--nproc N`: re-run this same command under torch's own launcher, one process per device, on this node."
     argv = without_nproc(sys.argv[1:])
     if args.recipe_obj is not None and args.recipe_file: argv = ['train', args.recipe_file, *argv]  # from a recipe script
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={args.nproc}',
-           '-m', 'cifar_fast.cli', *argv]
-    console.print(f"[dim]handing over to torchrun: {' '.join(cmd[2:])}[/dim]")
-    os.execv(sys.executable, cmd)
+    launch = ['--standalone', f'--nproc_per_node={args.nproc}', '-m', 'cifar_fast.cli', *argv]
+    console.print(f"[dim]handing over to torchrun: {escape(' '.join(['torch.distributed.run', *launch]))}[/dim]")
+    os.execv(sys.executable, [sys.executable, '-c', 'import sys; from cifar_fast.cli import torchrun; '
+                              'sys.exit(torchrun(sys.argv[1:]))', *launch])
+
+
+def torchrun(argv: list[str]) -> int:
+    """torch's launcher (`python -m torch.distributed.run ARGV`) in this process. A Ctrl-C reaches the agent and every
+    worker: the workers stop at one batch and say how to resume, and the agent ends with the shell's code for the
+    signal instead of a traceback of its own SignalException."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.run import main as torchrun_main
+    try: torchrun_main(argv)
+    except SignalException as e: return 128 + int(e.sigval)
+    return 0
 
 
 def cmd_lr_find(args) -> int:
@@ -147,6 +166,11 @@ def cmd_runs(args) -> int:
             t.add_row(f"[bold]{escape('sweep ' + sid) if sid else 'not in a sweep'}[/bold]")
         for d in members: t.add_row(*_run_row(d, read_json, run_state))
     console.print(t)
+    for d in dirs:  # runs that stopped before the end and can go on from their last completed epoch
+        state = run_state(d)
+        if state in ('interrupted', 'crashed', 'failed') and (d / 'checkpoints' / 'last.pth').is_file():
+            console.print(f"{escape(d.name)} ({state}): resume with [bold]cifar-fast train --resume {escape(str(d))}[/bold]",
+                          highlight=False)
     return 0
 
 
@@ -157,7 +181,7 @@ def _run_row(d: Path, read_json, run_state) -> list[str]:
     s = read_json(d / 'summary.json') if state == 'complete' else {}
     params = read_json(d / 'env.json').get('params') if (d / 'env.json').is_file() else None
     acc = s.get('test_accuracy_tta') or s.get('test_accuracy')
-    colour = {'complete': 'green', 'interrupted': 'yellow', 'running': 'cyan'}.get(state, 'red')
+    colour = {'complete': 'green', 'interrupted': 'yellow', 'running': 'cyan'}.get(state, 'red')  # crashed, failed: red
     # Folder, recipe and model names are the user's text: escaped, so `x[red]y` prints as written, not as markup.
     return [escape(d.name), escape(rec['name']), escape(rec['model']), f'{params / 1e6:.2f}M' if params else '-',
             f"{s['epochs']}/{rec['epochs']}" if s else f"-/{rec['epochs']}",
@@ -372,9 +396,9 @@ def main(argv=None, recipe=None, recipe_file=None) -> int:
         msg = os_error_message(e) if isinstance(e, OSError) else str(e)
         console.print(f'[bold red]error:[/bold red] {escape(msg)}', highlight=False)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopRequested) as e:  # a stop signal outside a training run's own handling
         console.print('[yellow]interrupted[/yellow]')
-        return 130
+        return getattr(e, 'exit_code', 130)
 
 
 def run_script(recipe, argv=None, recipe_file=None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 
+from .callback.checkpoint import rng_restore, rng_snapshot
 from .callback.mixup import mix_callbacks
 from .callback.precision import precision_callbacks
-from .callback.run import rng_restore, rng_snapshot
 from .callback.sam import sam_callbacks
 from .callback.speed import DeviceAccuracy, LazySync, WhiteningBias, init_whitening
 from .data import cache_dir
@@ -89,7 +90,8 @@ def run_lr_find(learn, suggest=LR_SUGGESTIONS, num_it: int = 100) -> dict:
     """fastai's `lr_find` with all four suggestions; afterwards weights, optimiser and every RNG are exactly as
     before (fastai restores weights but advances the RNGs, #3013, and an interrupt would skip its restore)."""
     snap, weights = rng_snapshot(learn.dls), copy.deepcopy(learn.model.state_dict())
-    opt = learn.opt
+    opt, model_dir = learn.opt, Path(learn.path) / learn.model_dir
+    before = set(model_dir.glob('tmp*')) if model_dir.is_dir() else set()
     try:
         with learn.no_logging():
             res = learn.lr_find(suggest_funcs=[SUGGEST_FUNCS[s] for s in suggest], show_plot=False, num_it=num_it)
@@ -98,6 +100,9 @@ def run_lr_find(learn, suggest=LR_SUGGESTIONS, num_it: int = 100) -> dict:
         learn.model.load_state_dict(weights)
         learn.opt = opt
         rng_restore(snap, learn.dls)
+        # fastai's LRFinder keeps the weights in a temporary folder under model_dir that only its after_fit removes,
+        # which an interruption skips.
+        for d in (set(model_dir.glob('tmp*')) - before) if model_dir.is_dir() else (): shutil.rmtree(d, ignore_errors=True)
     return dict(suggestions={k: float(v) for k, v in res._asdict().items()}, **curve)
 
 

@@ -255,9 +255,30 @@ def from_dict(d: dict, cls=Recipe, prefix: str = ''):
 
 def recipe_hash(r: Recipe) -> str:
     "sha256 of the sorted JSON of every field that can change results (W&B settings excluded), shortened."
-    d = to_dict(r)
-    d.pop('wandb')
+    return dict_hash(to_dict(r))
+
+
+def dict_hash(d: dict) -> str:
+    "`recipe_hash` of a recipe as a dict (a run's recipe.json), as written: fields added since are not filled in."
+    d = {k: v for k, v in d.items() if k != 'wandb'}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flat_fields(d: dict, prefix: str = '') -> dict:
+    "{'data': {'batch_size': 32}} -> {'data.batch_size': 32}: the dotted names the command line uses."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in SECTIONS: out.update(flat_fields(v, f'{k}.'))
+        else: out[prefix + k] = v
+    return out
+
+
+def recipe_changes(before: dict, after: dict) -> list[str]:
+    "'field: old -> new' for each result-changing field (W&B settings aside) whose value differs between two dicts."
+    a, b = ({k: v for k, v in flat_fields(d).items() if not k.startswith('wandb.')} for d in (before, after))
+    missing = object()
+    return [f'{k}: {a.get(k, "(absent)")!r} -> {b.get(k, "(absent)")!r}' for k in sorted(set(a) | set(b))
+            if a.get(k, missing) != b.get(k, missing)]
 
 
 # ---- overrides from the command line --------------------------------------------------------------------------

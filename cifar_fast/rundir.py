@@ -7,12 +7,14 @@ import io
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .errors import ConfigError
+from .runlock import is_locked
 
 METRIC_COLUMNS = ('epoch', 'train_loss', 'valid_loss', 'accuracy', 'lr', 'seconds')
 RUNS_DIR = Path('runs')
@@ -81,11 +83,25 @@ def set_status(run_dir: Path, state: str, **info) -> None:
 
 
 def run_state(run_dir: Path) -> str:
-    "'complete' only when summary.json exists; else what status.json says, or 'unknown'."
+    """'complete' only when summary.json exists; else what status.json says, or 'unknown'; and 'crashed' for a run that
+    says 'running' but whose process is gone (killed, out of memory, the machine restarted): nobody holds its lock."""
     d = Path(run_dir)
     if (d / 'summary.json').is_file(): return 'complete'
-    try: return read_json(d / 'status.json')['state']
-    except (OSError, ValueError, KeyError): return 'unknown'
+    try: status = read_json(d / 'status.json')
+    except (OSError, ValueError): return 'unknown'
+    state = status.get('state', 'unknown')
+    return 'crashed' if state == 'running' and not _alive(d, status) else state
+
+
+def _alive(d: Path, status: dict) -> bool:
+    "Is the process that wrote 'running' still there? Its lock says; a run from before locks, its pid on this host."
+    locked = is_locked(d)
+    if locked is not None: return locked
+    if status.get('host', socket.gethostname()) != socket.gethostname() or 'pid' not in status: return True  # cannot tell
+    try: os.kill(int(status['pid']), 0)
+    except ProcessLookupError: return False
+    except (PermissionError, ValueError): pass
+    return True
 
 
 def check_run_dir(run_dir: str | Path, need=('recipe.json',)) -> Path:

@@ -1,12 +1,14 @@
 """recipe -> (dls, model) -> Learner + callbacks -> fit -> run folder, told as a short story of named steps in
 `_train`. The CLI, recipe scripts and notebooks all come through `train` and `lr_find` here; the Learner itself is
-built in `cifar_fast.learner` (re-exported here: build_learner, run_lr_find)."""
+built in `cifar_fast.learner`. Every way out of `train` (the end, a stop signal at any step, an exception of any
+kind, a refusal) leaves an honest status.json, no temporary files and the run folder's lock released."""
 from __future__ import annotations
 
 import contextlib
 import math
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,30 +16,35 @@ from pathlib import Path
 import torch
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.torch_core import default_device, set_seed
+from rich.markup import escape
 
-from .callback.run import BestWeights, Checkpointer, GracefulStop, RunRecorder, StopOnNaN, prev_checkpoint
+from .callback.checkpoint import Checkpointer, restore_before_fit, resume_rows
+from .callback.run import BestWeights, GracefulStop, RunRecorder, StopOnNaN
 from .callback.schedule import schedule_callback
 from .callback.speed import Lookahead, WeightEMA
 from .console import RunConsole, interactive
-from .data import CIFAR_STATS, recipe_dls
+from .data import CIFAR_STATS, recipe_dls, run_data_source
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
-from .errors import CifarFastError, ConfigError, DistributedJobFailed, TrainingDiverged
-from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_progress, run_lr_find  # noqa: F401
+from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
+from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_progress, run_lr_find
 from .machine import Choices, apply_threads, choose, cpu_has_native_bf16, resolve_precision
 from .models import validate_model
 from .optim import hypers
 from .plots import plot_curves, plot_lr_find
 from .predictions import RunInterpretation, accuracy, predict_loader, predict_split
-from .recipe import Recipe, from_dict, recipe_hash, to_dict
-from .rundir import (atomic_write_bytes, environment, new_run_dir, os_error_message, read_json, run_state, set_status,
-                     torch_save, write_json)
+from .recipe import Recipe, recipe_hash, to_dict
+from .resume import check_resumable, check_same_machine_choices, resumed_recipe
+from .rundir import atomic_write_bytes, environment, new_run_dir, os_error_message, read_json, set_status, torch_save, write_json
+from .runlock import RunLock
+from .stop import StopRequested, StopSignals
 
 # ---- the run --------------------------------------------------------------------------------------------------
 
 @dataclass
 class RunResult:
     """What `train` returns: the run folder, the summary written there, the Learner (chosen weights loaded) and the
-    test-set predictions every report of the run was derived from."""
+    test-set predictions every report of the run was derived from. An interrupted run's summary says so
+    (state 'interrupted', epochs_completed, signal, exit_code, resume)."""
     run_dir: Path
     summary: dict
     learn: object = field(repr=False, default=None)
@@ -52,24 +59,52 @@ class Run:
     info: DistInfo
     device: torch.device
     log: RunConsole
+    signals: StopSignals
     state: dict | None = None  # the checkpoint a resumed run continues from
     show_progress: bool = False
     choices: Choices = field(default_factory=Choices)  # precision, memory format, compile, threads for this machine
+    made: bool = False  # this call created the run folder
+    lock: RunLock | None = None
+    data: tuple = (None, None)  # (source, why) a resumed run reads; (None, None): the recipe's own data.source
     t_start: float = field(default_factory=time.perf_counter)
+    started: str = field(default_factory=lambda: time.strftime('%Y-%m-%dT%H:%M:%S'))
     learn: object = None
+    cbs: FitCallbacks | None = None
     n_params: int = 0
     lr: float | None = None
     compile_seconds: float = 0.
     wall_seconds: float = 0.
+    segments: list = field(default_factory=list)  # set at the end: every segment of the run, this one last
 
     def status(self, state: str, **info):
         "status.json, written by rank 0 alone (it owns the run folder), wherever it can still be written."
-        if not self.info.is_main: return
+        if not self.info.is_main or not self.run_dir.is_dir(): return
         try: set_status(self.run_dir, state, **info)
         except OSError: pass  # a full disk or a folder gone read-only: the error itself reaches the user instead
 
     @property
     def resume_hint(self) -> str: return f'cifar-fast train --resume {self.run_dir}'
+
+    @property
+    def epochs_done(self) -> int:
+        if self.cbs is not None: return len(self.cbs.rec.rows)
+        return len(self.state['rows']) if self.state else 0
+
+    @property
+    def earlier_segments(self) -> list:
+        "The segments (start to last checkpoint) of the runs this one resumes; an uninterrupted run has none."
+        return list((self.state or {}).get('run', {}).get('segments', []))
+
+    def segment(self) -> dict:
+        "This process's stretch of the run, up to now."
+        return dict(host=socket.gethostname(), pid=os.getpid(), started=self.started,
+                    first_epoch=(self.state['epoch'] + 2) if self.state else 1,
+                    wall_seconds=round(time.perf_counter() - self.t_start, 3))
+
+    def checkpoint_info(self) -> dict:
+        "The checkpoint's 'run' entry: what a resume checks (recipe, device, precision) and the time so far."
+        return dict(recipe=to_dict(self.r), device=str(self.device), precision=self.choices.precision,
+                    segments=self.earlier_segments + [self.segment()])
 
 
 @dataclass(eq=False)
@@ -86,55 +121,80 @@ class FitCallbacks:
 
 def train(r: Recipe | None, run_dir: str | Path | None = None, resume: str | Path | None = None, device=None,
           show_progress: bool | None = None, log=None, runs_root: str | Path = 'runs', extra_cbs=(),
-          source_file: str | Path | None = None) -> RunResult:
+          source_file: str | Path | None = None, data: str | Path | None = None) -> RunResult:
     """Train `r` into a run folder (new under `runs_root`, or `resume` an interrupted one from its last completed
-    epoch). Events go to run_dir/console.log and, with `log=RunConsole(terminal=…)`, to a terminal. The recipe's
-    `source_file`, when given, is saved beside the results as recipe.py."""
+    epoch; `data` then names this machine's copy of CIFAR-10, preferred to the path the run recorded). Events go to
+    run_dir/console.log and, with `log=RunConsole(terminal=…)`, to a terminal. The recipe's `source_file`, when given,
+    is saved beside the results as recipe.py. SIGINT, SIGTERM and SIGHUP at any step return an interrupted result."""
     log = log if isinstance(log, RunConsole) else RunConsole()  # console.log is written either way
-    try: return _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file)
+    try:
+        with StopSignals(distributed=dist_info().distributed) as signals:
+            return _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file, data, signals)
     finally: log.close()
 
 
-def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file) -> RunResult:
-    run = open_run(r, run_dir, resume, device, show_progress, log, runs_root)
-    with removed_if_refused(run, made=resume is None and run_dir is None):
-        build(run, source_file)
-    choose_lr(run)
-    cbs = fit_callbacks(run, extra_cbs)
+def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file, data, signals):
+    run = open_run(r, run_dir, resume, device, show_progress, log, runs_root, data, signals)
     outcome = 'failed'
     try:
+        build(run, source_file)
+        choose_lr(run)
+        run.cbs = cbs = fit_callbacks(run, extra_cbs)
         with fit_status(run, cbs):
             fit(run, cbs)
         if check_ending(run, cbs) == 'interrupted':
             outcome = 'interrupted'
-            return RunResult(run.run_dir, dict(state='interrupted', epochs_completed=len(cbs.rec.rows)), run.learn)
+            return interrupted(run, signals.signum)
+        signals.raise_if_requested()  # a signal that came after the fit's last batch check
         result = finish(run, cbs)
         outcome = 'complete'
         return result
+    except (StopRequested, KeyboardInterrupt) as e:  # a signal outside the fit, or a third one inside it
+        outcome = 'interrupted'
+        return interrupted(run, getattr(e, 'signum', 2))
+    except TrainingDiverged: raise  # check_ending wrote 'diverged' with the way out
     except OSError as e:  # writing the results: a full disk, a folder gone read-only
-        run.status('failed', epoch=len(cbs.rec.rows), error=os_error_message(e))
+        run.status('failed', epoch=run.epochs_done, error=os_error_message(e))
+        raise
+    except BaseException as e:
+        if run.state is None or run.learn is not None:  # a refusal to resume leaves the run's status as it was
+            run.status('failed', epoch=run.epochs_done, error=f'{type(e).__name__}: {e}')
         raise
     finally:
-        if cbs.wandb is not None: cbs.wandb.close(outcome)
+        if run.cbs is not None and run.cbs.wandb is not None: run.cbs.wandb.close(outcome)
+        close_run(run)
 
 
 # ---- its steps ------------------------------------------------------------------------------------------------
 
-def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs_root) -> Run:
-    "Check what can be checked before anything is written, then make the run folder, or reopen one to resume it."
+def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs_root, data, signals) -> Run:
+    """Check what can be checked before anything is written, then make the run folder (or reopen one to resume it)
+    and take its lock: one process trains into a run folder at a time."""
     info = dist_info()
     device = info.device(device) if info.distributed else torch.device(device or default_device())
     if r is not None and resume is None: check_recipe(r, info, device)
     init_process_group(info, device)
+    made, lock, state, src = False, None, None, (None, None)
     if resume is None:
         if info.is_main:
             run_dir = Path(run_dir) if run_dir else new_run_dir(r.name, Path(runs_root))
+            made = not run_dir.exists() or not any(run_dir.iterdir())
             run_dir.mkdir(parents=True, exist_ok=True)
-        run_dir, state = Path(broadcast_object(str(run_dir) if info.is_main else None, info)), None
-    else: r, run_dir, state = _resumable(Path(resume))
+            lock = RunLock(run_dir).acquire()
+        run_dir = Path(broadcast_object(str(run_dir) if info.is_main else None, info))
+    else:
+        run_dir = Path(resume)
+        check_resumable(run_dir)
+        if info.is_main: lock = RunLock(run_dir).acquire()
+        try:
+            r, state = resumed_recipe(run_dir)
+            src = run_data_source(r.data.source, data, str(run_dir / 'recipe.json'))
+        except BaseException:
+            if lock: lock.release()
+            raise
     show_progress = (interactive() if show_progress is None else show_progress) and info.is_main
     choices = choose(r, device, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
-    return Run(r, run_dir, info, device, log, state, show_progress, choices)
+    return Run(r, run_dir, info, device, log, signals, state, show_progress, choices, made, lock, src)
 
 
 def check_recipe(r: Recipe, info: DistInfo, device) -> None:
@@ -157,59 +217,37 @@ def check_recipe(r: Recipe, info: DistInfo, device) -> None:
                           f"{info.world_size} processes.")
 
 
-def _resumable(run_dir: Path):
-    "(recipe, run folder, checkpoint) of an interrupted run."
-    if not run_dir.is_dir() or not (run_dir / 'recipe.json').is_file():
-        what = 'does not exist' if not run_dir.exists() else 'is not a run folder (it has no recipe.json)'
-        raise ConfigError(f"--resume {run_dir}: {what}.{_recent_runs(run_dir.parent)}")
-    if run_state(run_dir) == 'complete': raise ConfigError(f"run {run_dir} is already complete; nothing to resume.")
-    r = from_dict(read_json(run_dir / 'recipe.json')['recipe'])
-    return r, run_dir, _load_checkpoint(run_dir / 'checkpoints' / 'last.pth')
+def close_run(run: Run) -> None:
+    """Last of every way out: a new run folder that holds none of our records (stopped or refused before recipe.json
+    was written) is removed, and the lock is released."""
+    if run.made and run.info.is_main and not (run.run_dir / 'recipe.json').is_file():
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+    if run.lock is not None: run.lock.release()
 
 
-def _load_checkpoint(ck: Path) -> dict:
-    "last.pth, or, if it is missing or damaged, the one before it (prev.pth) with a warning; else a clear refusal."
-    import warnings
-    prev, damaged = prev_checkpoint(ck), None
-    for path in (ck, prev):
-        if not path.is_file(): continue
-        try: state = torch.load(path, weights_only=True, map_location='cpu')
-        except Exception as e:
-            damaged = damaged or f"{path} is damaged ({type(e).__name__}: {str(e)[:120]})"
-            continue
-        if path == prev:
-            warnings.warn(f"{damaged or f'{ck} is missing'}; resuming from the checkpoint before it, {prev} "
-                          f"(epoch {state['epoch'] + 1}).", stacklevel=3)
-        return state
-    if damaged: raise ConfigError(f"{damaged}, and there is no earlier checkpoint: this run cannot be resumed; start it "
-                                  f"again (cifar-fast train RECIPE).")
-    raise ConfigError(f"run {ck.parent.parent} has no checkpoint yet (no epoch completed); start it again.")
-
-
-def _recent_runs(root: Path, n: int = 5) -> str:
-    "' Most recent runs under ROOT: a, b, c.' (newest first), or a hint where there are none."
-    runs = sorted((d for d in root.glob('*') if (d / 'recipe.json').is_file()), key=lambda d: -d.stat().st_mtime)
-    if not runs: return f" No run folders under {root}/ (see `cifar-fast runs --runs FOLDER`)."
-    return f" Most recent runs under {root}/: " + ', '.join(f'{d.name} ({run_state(d)})' for d in runs[:n]) + '.'
-
-
-@contextlib.contextmanager
-def removed_if_refused(run: Run, made: bool):
-    "A new run folder that a refusal (bad data, too few images) leaves holding only our own records is removed."
-    try: yield
-    except CifarFastError:
-        if made and run.info.is_main: shutil.rmtree(run.run_dir, ignore_errors=True)
-        raise
+def interrupted(run: Run, signum) -> RunResult:
+    """The result and status of a run stopped by a signal: resumable from its last completed epoch's checkpoint where
+    one exists, else said to be started again."""
+    import signal as _signal
+    name = _signal.Signals(signum or _signal.SIGINT).name
+    can_resume = (run.run_dir / 'checkpoints' / 'last.pth').is_file()
+    hint = run.resume_hint if can_resume else None
+    run.status('interrupted', epoch=run.epochs_done, signal=name, resume=hint,
+               **({} if can_resume else dict(message='stopped before the first epoch completed: start the run again')))
+    return RunResult(run.run_dir, dict(state='interrupted', epochs_completed=run.epochs_done, signal=name,
+                                       exit_code=128 + int(signum or _signal.SIGINT), resume=hint), run.learn)
 
 
 def build(run: Run, source_file=None) -> None:
-    """Seed, then data and model (every rank the same seed: the same permutation, each its own shard); a new run
-    records its recipe, environment and data in the folder; then the log opens."""
+    """Seed, then data and model (every rank the same seed: the same permutation, each its own shard); a resumed run
+    takes back its weights and optimiser; a new run records its recipe, environment and data in the folder; then the
+    log opens."""
     r, info = run.r, run.info
     set_seed(r.seed, reproducible=True)
     apply_threads(run.choices.threads)
+    source, why = run.data
     dls = recipe_dls(r, run.device, info.rank, info.world_size, progress=run.show_progress, stats=CIFAR_STATS,
-                     origin=None if run.state is None else str(run.run_dir / 'recipe.json'),
+                     source=source, source_origin=why, origin=None if run.state is None else str(run.run_dir / 'recipe.json'),
                      channels_last=run.choices.channels_last)
     if len(dls.train) == 0:
         raise ConfigError(f"the training set ({len(dls.train.dataset)} images) is smaller than one batch "
@@ -218,12 +256,16 @@ def build(run: Run, source_file=None) -> None:
     run.learn = learn = build_learner(r, dls, run.run_dir, run.choices)
     quiet_progress(learn, run.show_progress)
     run.n_params = sum(p.numel() for p in learn.raw_model.parameters())
+    if run.state is not None:
+        restore_before_fit(run.state, learn)
+        check_same_machine_choices(run.state, run.device, run.choices.precision)
     if run.state is None and info.is_main: record_run(run, dls, source_file)
-    run.status('running', pid=os.getpid(), world_size=info.world_size)
+    run.status('running', pid=os.getpid(), host=socket.gethostname(), world_size=info.world_size)
     if info.is_main: run.log.open(run.run_dir)
     else: run.log = RunConsole()  # other ranks print nothing
     run.log('start', dict(run_dir=run.run_dir, recipe=r, choices=run.choices, device=run.device, params=run.n_params,
                           resumed_from=None if run.state is None else run.state['epoch'] + 1))
+    if why: run.log.print(f"data: {escape(str(getattr(dls, 'cifar_source', source)))} — {escape(why)}")
 
 
 def record_run(run: Run, dls, source_file=None) -> None:
@@ -259,15 +301,14 @@ def choose_lr(run: Run) -> None:
 def fit_callbacks(run: Run, extra_cbs=()) -> FitCallbacks:
     "The callbacks of this fit: schedule, metrics, checkpoints, stopping, weight averages, W&B, trackers."
     r, learn, state = run.r, run.learn, run.state
-    rec = RunRecorder(run.run_dir, rows=state['rows'] if state else None,
-                      log=lambda row, n: run.log('epoch', dict(row, n_epoch=n)))
+    rec = RunRecorder(run.run_dir, rows=resume_rows(state), log=lambda row, n: run.log('epoch', dict(row, n_epoch=n)))
     check_every = 10 if run.info.distributed else 1  # stopping is agreed across ranks, which costs a collective
-    stop, nan = GracefulStop(every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every))
+    stop, nan = GracefulStop(run.signals, every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every))
     lr, _, group_scales = hypers(r, run.lr)
     ema = WeightEMA(r.speed.ema, r.speed.ema_warmup) if r.speed.ema else None
     cbs = [schedule_callback(r, lr[-1] if group_scales else lr, group_scales), rec,
            Checkpointer(run.run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state,
-                        extras=dict(ema=ema) if ema else None),
+                        extras=dict(ema=ema) if ema else None, run_info=run.checkpoint_info),
            stop, nan, *extra_cbs]
     if ema: cbs.append(ema)
     if r.speed.lookahead: cbs.append(Lookahead(r.speed.lookahead_start, r.speed.lookahead_every))
@@ -289,39 +330,28 @@ def _wandb_callback(r: Recipe, run_dir: Path, n_params: int, log):
 
 @contextlib.contextmanager
 def fit_status(run: Run, cbs: FitCallbacks):
-    """status.json through the fit: 'interrupted' on a second Ctrl-C, 'failed' with the reason on an error (a dead
-    peer process named as such); and whatever happens, what the callbacks swapped is put back."""
+    """Around the fit: stop signals only set a flag (GracefulStop stops every rank at the same batch); a dead peer
+    process is named as such; and whatever happens, what the callbacks swapped is put back."""
     base_loss = run.learn.loss_func
-    epochs = lambda: len(cbs.rec.rows)
-    try: yield
-    except KeyboardInterrupt:
-        run.status('interrupted', epoch=epochs(), resume=run.resume_hint)
-        raise
+    try:
+        with run.signals.deferred(): yield
     except BaseException as e:
         if run.info.distributed and peer_failure(e):
             msg = (f"another process of this {run.info.world_size}-process job died or stopped answering "
                    f"({str(e).splitlines()[-1].strip()[:200]}); its logs say why. The checkpoint of the last completed "
                    f"epoch is kept: relaunch with the same launcher and `train --resume {run.run_dir}`.")
-            run.status('failed', epoch=epochs(), error=msg)
             raise DistributedJobFailed(msg) from e
-        run.status('failed', epoch=epochs(), error=f'{type(e).__name__}: {e}')
         raise
     finally:
         run.learn.loss_func = base_loss  # MixUp/CutMix swap it and restore it only on a normal or cancelled exit
-        cbs.stop.restore()
 
 
 def fit(run: Run, cbs: FitCallbacks) -> None:
-    "fastai's fit; a resumed run first takes weights, optimiser and position from its checkpoint."
-    learn, state = run.learn, run.state
+    "fastai's fit, from the epoch after a resumed run's checkpoint (its weights and optimiser are back: `build`)."
     lr, wd, _ = hypers(run.r, run.lr)
-    start_epoch = 0
-    if state is not None:
-        learn.raw_model.load_state_dict(state['model'])
-        learn.create_opt(); learn.opt.load_state_dict(state['opt'])
-        start_epoch = state['epoch'] + 1
-    with distrib_ctx(learn, run.info, sync_bn=run.r.sync_bn):
-        learn.fit(run.r.epochs, lr=lr, wd=wd, cbs=cbs.all, reset_opt=state is None, start_epoch=start_epoch)
+    start_epoch = 0 if run.state is None else run.state['epoch'] + 1
+    with distrib_ctx(run.learn, run.info, sync_bn=run.r.sync_bn):
+        run.learn.fit(run.r.epochs, lr=lr, wd=wd, cbs=cbs.all, reset_opt=run.state is None, start_epoch=start_epoch)
 
 
 def check_ending(run: Run, cbs: FitCallbacks) -> str:
@@ -337,10 +367,7 @@ def check_ending(run: Run, cbs: FitCallbacks) -> str:
                f"Lower the learning rate (try `cifar-fast lr-find`).")
         run.status('diverged', epoch=len(rows), message=msg)
         raise TrainingDiverged(msg)
-    if cbs.stop.requested:
-        run.status('interrupted', epoch=len(rows), signal=cbs.stop.signal_name, resume=run.resume_hint)
-        return 'interrupted'
-    return 'complete'
+    return 'interrupted' if cbs.stop.requested else 'complete'
 
 
 # ---- the end of a run -----------------------------------------------------------------------------------------
@@ -368,7 +395,10 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     """One prediction of the test split (and one TTA pass if the recipe asks): summary.json, interpret/ and W&B are
     all derived from it. Then model.pth, export.pkl, curves.png, interpret/ and, last, summary.json."""
     r, learn, rows, d = run.r, run.learn, cbs.rec.rows, run.run_dir
-    run.wall_seconds = time.perf_counter() - run.t_start  # start to end of training; evaluation is timed apart
+    # Start to end of training, every segment of a resumed run added (each up to the checkpoint the next went on
+    # from: work redone after a cut is not counted, so the figure means what an uninterrupted run's does).
+    run.segments = run.earlier_segments + [run.segment()]
+    run.wall_seconds = sum(s['wall_seconds'] for s in run.segments)
     weights = select_weights(r, learn, cbs)
     learn.raw_model.load_state_dict(weights[weights['selected']])
     # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
@@ -404,7 +434,8 @@ def run_summary(run: Run, rows: list, best_i: int, res: RunInterpretation, tta_a
                 train_seconds=round(train_secs, 2), compile_seconds=round(run.compile_seconds, 2),
                 eval_seconds=round(res.seconds['predict'], 2),
                 train_images_per_sec=round(n_train * len(rows) / max(train_secs, 1e-9), 1),
-                precision=run.choices.precision, n_test=res.n, stopped_early=len(rows) < r.epochs)
+                precision=run.choices.precision, n_test=res.n, stopped_early=len(rows) < r.epochs,
+                resumed=len(run.segments) - 1, segments=run.segments)
 
 
 def export_learner(learn, path: Path) -> Path:

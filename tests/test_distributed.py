@@ -130,3 +130,27 @@ def test_two_nodes_one_run_folder_a_dead_node_fails_the_job_and_resume_finishes(
     resumed = two_nodes(WORKER, '--resume', d, '--out', tmp_path)
     assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-3000:]
     assert run_state(d) == 'complete' and _rows(d) == _rows(full)
+
+
+def test_one_ctrl_c_under_torchrun_stops_every_rank_at_one_batch_without_a_traceback(synthetic, tmp_path):
+    """A terminal's Ctrl-C goes to the whole process group, and torchrun's agent sends it on again: each worker gets
+    SIGINT twice. Every rank must stop at the same batch, the job say once how to resume, and nothing print a
+    traceback."""
+    import signal
+    import time
+    recipe = tmp_path / 'tiny.py'
+    recipe.write_text("from cifar_fast import DataConfig, Recipe\n"
+                      "recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=60,"
+                      f" lr=0.02, tta=0, precision='fp32', data=DataConfig(source={str(synthetic)!r}, batch_size=32))\n")
+    p = subprocess.Popen([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--nproc', '2', '--runs', tmp_path / 'runs'],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / 'runs').glob('*/metrics.csv')) and time.monotonic() < deadline: time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    out = p.communicate(timeout=180)[0]
+    (d,) = list((tmp_path / 'runs').iterdir())
+    st = read_json(d / 'status.json')
+    assert p.returncode == 130 and st['state'] == 'interrupted' and st['signal'] == 'SIGINT', out[-3000:]
+    assert out.count('Resume with: cifar-fast train --resume') == 1 and 'Traceback' not in out, out[-3000:]
+    assert len(_rows(d)) == st['epoch'] < 60  # the checkpoint of the last completed epoch is where it resumes

@@ -1,7 +1,6 @@
 """Faults a user causes or meets, through the command line as a user meets them: exit code 2, one message naming the
 file, field or value and the way out, no traceback (unless --debug), no temporary files, and a status.json that
 tells the truth. (Data-source and cache faults: tests/test_data_faults.py and test_data_validation.py.)"""
-import json
 import os
 import subprocess
 import sys
@@ -112,16 +111,6 @@ def test_resume_of_a_missing_or_non_run_folder_says_what_it_is_and_lists_runs(cl
     (tmp_path / 'runs' / 'notes').mkdir()
     code, out = cli('train', '--resume', 'runs/notes', recipe=False)
     assert code == 2 and 'is not a run folder' in out and '(complete)' in out, out
-
-
-def test_a_data_source_from_a_runs_recipe_json_is_named_as_such(cli, tmp_path, synthetic):
-    code, _ = cli('train', '--epochs', '1')
-    [d] = (tmp_path / 'runs').iterdir()
-    rj = read_json(d / 'recipe.json')
-    rj['recipe']['data']['source'] = str(tmp_path / 'moved-away')
-    (d / 'recipe.json').write_text(json.dumps(rj))
-    code, out = cli('evaluate', str(d), recipe=False)
-    assert code == 2 and f"(data.source in {d / 'recipe.json'})" in out and '(--data)' not in out, out
 
 
 # ---- files and disks -------------------------------------------------------------------------------------------

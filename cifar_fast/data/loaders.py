@@ -110,12 +110,12 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
 
 def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, progress: bool = True, source=None,
                engine: str | None = None, stats=A.CIFAR_STATS, origin: str | None = None, channels_last: bool | None = None,
-               **data_changes):
+               source_origin: str | None = None, **data_changes):
     """A recipe's DataLoaders: the one way training, evaluation and interpretation build them. Build them after
     seeding: each fastai DataLoader draws its RNG when created. `source`, `engine` and `data_changes` (DataConfig
     fields) override the recipe's data settings, e.g. where the images are now; `origin` names where the recipe came
-    from in messages about its data source. `channels_last`: the run's resolved choice (default: the recipe's, resolved
-    for `device`)."""
+    from in messages about its data source, `source_origin` where `source` came from (default '--data').
+    `channels_last`: the run's resolved choice (default: the recipe's, resolved for `device`)."""
     d = dataclasses.replace(r.data, **data_changes)
     engine = engine or d.engine
     if channels_last is None: channels_last = resolve_channels_last(r.channels_last, device or default_device())
@@ -128,4 +128,4 @@ def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, pro
                      policy=d.policy if engine == 'datablock' else None, num_workers=d.num_workers, skip_bad=d.skip_bad,
                      device=device, rank=shards[0], world_size=shards[1], channels_last=channels_last,
                      progress=progress, stats=stats,
-                     origin='--data' if source else f"data.source{' in ' + origin if origin else ''}")
+                     origin=(source_origin or '--data') if source else f"data.source{' in ' + origin if origin else ''}")
