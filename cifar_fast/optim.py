@@ -4,6 +4,7 @@ github.com/KellerJordan/cifar10-airbench)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -42,13 +43,7 @@ def all_params_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     return [list(model.parameters())]
 
 
-def group_scaled(sched, scales):
-    "A schedule returning one value per parameter group: `sched(pct) * scale` for each of `scales`."
-    def f(pct): return [sched(pct) * s for s in scales]
-    return f
-
-
-# With speed.muon the splitter makes three groups in this order; the schedule and hyperparameters index them.
+# With speed.muon the splitter makes three groups in this order (`param_groups` names them); MuonSGD steps the middle one.
 BIAS_GROUP, MUON_GROUP, REST_GROUP = 0, 1, 2
 
 
@@ -183,15 +178,63 @@ def splitter(r):
     return norm_bias_splitter if r.speed.bias_lr_scale != 1 else all_params_splitter
 
 
-def hypers(r, lr: float) -> tuple:
-    """(lr, wd, per-group lr scales) for fit: airbench's decoupled units converted to torch's, and, with a BatchNorm
-    bias lr scale or Muon, one value per parameter group with the bias decay scaled down to match. The Muon group's
-    lr is `speed.muon_lr` as given (Muon normalises its step, so no batch-size conversion applies)."""
+@dataclass(frozen=True)
+class ParamGroup:
+    """One parameter group's hyperparameters: its lr as a multiple of the schedule's (`lr_scale`), its weight decay
+    in torch's units, and its momentum when held fixed (Muon's), else None (the schedule's, e.g. one_cycle's)."""
+    name: str
+    lr_scale: float
+    wd: float
+    momentum: float | None = None
+
+
+@dataclass(frozen=True)
+class ParamGroups:
+    """The optimiser's parameter groups, built once per run (`param_groups`), in the order the recipe's `splitter`
+    returns them: the one value of every hyperparameter that the optimiser (`fit_hypers`) and the schedule
+    (callback.schedule) both read. `lr` is the schedule's peak lr in torch's units (the main group's)."""
+    lr: float
+    groups: tuple[ParamGroup, ...]
+
+    @property
+    def names(self) -> list[str]: return [g.name for g in self.groups]
+
+    def __getitem__(self, name: str) -> ParamGroup: return self.groups[self.names.index(name)]
+
+    def lrs(self) -> list[float]: return [self.lr * g.lr_scale for g in self.groups]
+
+    def fit_hypers(self) -> tuple:
+        "(lr, wd) for fastai's `fit`: plain numbers for one group, one value per group otherwise."
+        if len(self.groups) == 1: return self.lr, self.groups[0].wd
+        return self.lrs(), [g.wd for g in self.groups]
+
+    def lr_schedule(self, sched):
+        "`sched(pct)` for one group; for several, one value per group: `sched(pct) * lr_scale`."
+        if len(self.groups) == 1: return sched
+        scales = [g.lr_scale for g in self.groups]
+        def f(pct): return [sched(pct) * s for s in scales]
+        return f
+
+    def mom_schedule(self, mom):
+        "`mom(pct)` for every group that follows the schedule; a group's fixed momentum (Muon's) held."
+        if all(g.momentum is None for g in self.groups): return mom
+        def f(pct):
+            m = mom(pct)
+            return [m if g.momentum is None else g.momentum for g in self.groups]
+        return f
+
+
+def param_groups(r, lr: float) -> ParamGroups:
+    """The recipe's groups for a peak lr `lr`: airbench's decoupled units converted to torch's (speed.decoupled); the
+    BatchNorm biases at `speed.bias_lr_scale` × the lr with their decay scaled down to match, so their L2 step stays
+    the same; with speed.muon the conv filters at `speed.muon_lr` as given (Muon normalises its step, so no batch-size
+    conversion applies) with `speed.muon_wd` and Muon's own momentum."""
     wd = r.wd
     if r.speed.decoupled: lr, wd = decoupled_hypers(lr, r.wd, r.momentum, r.data.batch_size, r.speed.loss_reduction)
     s = r.speed.bias_lr_scale
     if r.speed.muon:
-        scales, wds = [s, r.speed.muon_lr / lr, 1.], [wd / s, r.speed.muon_wd, wd]
-        return [lr * k for k in scales], wds, tuple(scales)
-    if s == 1: return lr, wd, None
-    return [lr * s, lr], [wd / s, wd], (s, 1.)
+        return ParamGroups(lr, (ParamGroup('norm_bias', s, wd / s), ParamGroup('muon', r.speed.muon_lr / lr, r.speed.muon_wd,
+                                                                                r.speed.muon_momentum),
+                                ParamGroup('rest', 1., wd)))
+    if s == 1: return ParamGroups(lr, (ParamGroup('all', 1., wd),))
+    return ParamGroups(lr, (ParamGroup('norm_bias', s, wd / s), ParamGroup('rest', 1., wd)))

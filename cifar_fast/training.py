@@ -29,7 +29,7 @@ from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
 from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_progress, run_lr_find
 from .machine import Choices, apply_threads, choose, cpu_has_native_bf16, resolve_precision
 from .models import validate_model
-from .optim import hypers
+from .optim import ParamGroups, param_groups
 from .plots import plot_curves, plot_lr_find
 from .predictions import RunInterpretation, accuracy, predict_loader, predict_split
 from .recipe import Recipe, recipe_hash, to_dict
@@ -71,7 +71,8 @@ class Run:
     learn: object = None
     cbs: FitCallbacks | None = None
     n_params: int = 0
-    lr: float | None = None
+    lr: float | None = None  # the peak lr as the recipe gives it (found by lr_find when it names a suggestion)
+    groups: ParamGroups | None = None  # each parameter group's lr, weight decay and momentum, from `lr`
     compile_seconds: float = 0.
     wall_seconds: float = 0.
     segments: list = field(default_factory=list)  # set at the end: every segment of the run, this one last
@@ -139,6 +140,7 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
     try:
         build(run, source_file)
         choose_lr(run)
+        warm_up_compiler(run)
         run.cbs = cbs = fit_callbacks(run, extra_cbs)
         with fit_status(run, cbs):
             fit(run, cbs)
@@ -285,7 +287,7 @@ def record_run(run: Run, dls, source_file=None) -> None:
 
 
 def choose_lr(run: Run) -> None:
-    "The learning rate: given, found by lr_find, or (resuming) the one found before the cut; then compile, if asked."
+    "The learning rate: given, found by lr_find, or (resuming) the one found before the cut; and each group's from it."
     r, lr = run.r, run.r.lr
     if isinstance(lr, str) and run.state is not None: lr = read_json(run.run_dir / 'lr_find.json')['lr']
     elif isinstance(lr, str):
@@ -294,7 +296,11 @@ def choose_lr(run: Run) -> None:
         write_json(run.run_dir / 'lr_find.json', dict(found, chosen=r.lr, lr=lr))
         plot_lr_find(found, run.run_dir / 'lr_find.png', chosen=r.lr)
         run.log('lr_find', dict(found['suggestions'], chosen=r.lr, lr=lr))
-    run.lr = lr
+    run.lr, run.groups = lr, param_groups(r, lr)
+
+
+def warm_up_compiler(run: Run) -> None:
+    "With compile on, torch.compile's first (slow) trace now, timed apart from training; weights and RNGs untouched."
     run.compile_seconds = compile_warmup(run.learn) if run.choices.compile else 0.
 
 
@@ -304,9 +310,8 @@ def fit_callbacks(run: Run, extra_cbs=()) -> FitCallbacks:
     rec = RunRecorder(run.run_dir, rows=resume_rows(state), log=lambda row, n: run.log('epoch', dict(row, n_epoch=n)))
     check_every = 10 if run.info.distributed else 1  # stopping is agreed across ranks, which costs a collective
     stop, nan = GracefulStop(run.signals, every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every))
-    lr, _, group_scales = hypers(r, run.lr)
     ema = WeightEMA(r.speed.ema, r.speed.ema_warmup) if r.speed.ema else None
-    cbs = [schedule_callback(r, lr[-1] if group_scales else lr, group_scales), rec,
+    cbs = [schedule_callback(r, run.groups), rec,
            Checkpointer(run.run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state,
                         extras=dict(ema=ema) if ema else None, run_info=run.checkpoint_info),
            stop, nan, *extra_cbs]
@@ -348,7 +353,7 @@ def fit_status(run: Run, cbs: FitCallbacks):
 
 def fit(run: Run, cbs: FitCallbacks) -> None:
     "fastai's fit, from the epoch after a resumed run's checkpoint (its weights and optimiser are back: `build`)."
-    lr, wd, _ = hypers(run.r, run.lr)
+    lr, wd = run.groups.fit_hypers()
     start_epoch = 0 if run.state is None else run.state['epoch'] + 1
     with distrib_ctx(run.learn, run.info, sync_bn=run.r.sync_bn):
         run.learn.fit(run.r.epochs, lr=lr, wd=wd, cbs=cbs.all, reset_opt=run.state is None, start_epoch=start_epoch)

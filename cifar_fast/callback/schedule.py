@@ -1,9 +1,7 @@
 """Learning-rate (and momentum) schedules as fastai `ParamScheduler`s, built from fastai's annealing pieces."""
 from __future__ import annotations
 
-from fastai.callback.schedule import (ParamScheduler, SchedCos, SchedLin, SchedNo, combine_scheds, combined_cos)
-
-from ..optim import MUON_GROUP, group_scaled
+from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, SchedNo, combine_scheds, combined_cos
 
 
 def _warm(warmup: float, start: float, peak: float, then):
@@ -27,21 +25,11 @@ def lr_schedule(kind: str, lr: float, div: float = 25., final_div: float = 1e4, 
     raise ValueError(f'unknown schedule {kind!r}')
 
 
-def schedule_callback(r, lr: float, group_scales=None) -> ParamScheduler:
-    """The recipe's schedule; one_cycle also cycles momentum inversely to the lr, as fastai's `fit_one_cycle` does.
-    `group_scales` gives each parameter group its own multiple of the lr (e.g. airbench's BatchNorm-bias lr)."""
-    sched = lr_schedule(r.schedule, lr, r.div, r.final_div, r.pct_start, r.warmup, r.milestones, r.gamma)
-    scheds = {'lr': group_scaled(sched, group_scales) if group_scales else sched}
-    if r.schedule == 'one_cycle':
-        mom = combined_cos(r.pct_start, *r.moms)
-        scheds['mom'] = muon_fixed_momentum(mom, r.speed.muon_momentum) if r.speed.muon else mom
+def schedule_callback(r, groups) -> ParamScheduler:
+    """The recipe's schedule over its parameter groups (`cifar_fast.optim.ParamGroups`: each group's multiple of the
+    lr, and its momentum where held fixed); one_cycle also cycles momentum inversely to the lr, as fastai's
+    `fit_one_cycle` does."""
+    sched = lr_schedule(r.schedule, groups.lr, r.div, r.final_div, r.pct_start, r.warmup, r.milestones, r.gamma)
+    scheds = {'lr': groups.lr_schedule(sched)}
+    if r.schedule == 'one_cycle': scheds['mom'] = groups.mom_schedule(combined_cos(r.pct_start, *r.moms))
     return ParamScheduler(scheds)
-
-
-def muon_fixed_momentum(mom, muon_momentum: float):
-    "Per-group momentum for MuonSGD's groups: `mom(pct)` for the SGD groups, Muon's own momentum held fixed."
-    def f(pct):
-        m = [mom(pct)] * 3
-        m[MUON_GROUP] = muon_momentum
-        return m
-    return f
