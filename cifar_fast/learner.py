@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import minimum, slide, steep, valley
 from fastai.learner import Learner
@@ -57,15 +58,25 @@ def build_learner(r: Recipe, dls, path: Path, choices: Choices):
         init_whitening(model.to(dls.device), dls)
     if choices.channels_last:  # before compiling: the compiled graph is specialised to the weights' layout
         model = model.to(memory_format=torch.channels_last)
-    raw = model
     if choices.compile:
         compile_cache_dir()
         model = torch.compile(model)
-    learn = Learner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path, model_dir='checkpoints',
-                    metrics=DeviceAccuracy() if r.speed.sync_every > 1 else accuracy,  # same values, fewer syncs
-                    splitter=splitter(r), cbs=learner_callbacks(r, choices))
-    learn.raw_model = raw  # uncompiled module: for state dicts without `_orig_mod.` and for export
-    return learn
+    return CifarLearner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path,
+                        model_dir='checkpoints', metrics=DeviceAccuracy() if r.speed.sync_every > 1 else accuracy,
+                        splitter=splitter(r), cbs=learner_callbacks(r, choices))
+
+
+class CifarLearner(Learner):
+    """fastai's Learner, saying which module is the model itself: `model` is what trains (compiled when compile is on,
+    wrapped in DDP during a distributed fit), `raw_model` the module inside, whose state dicts have no `_orig_mod.`
+    prefix and which export writes."""
+    @property
+    def raw_model(self) -> nn.Module:
+        m = self.model
+        while True:
+            if isinstance(m, nn.parallel.DistributedDataParallel): m = m.module
+            elif isinstance(getattr(m, '_orig_mod', None), nn.Module): m = m._orig_mod
+            else: return m
 
 
 def compile_cache_dir() -> Path:

@@ -19,6 +19,7 @@ from fastai.torch_core import default_device, set_seed
 from rich.markup import escape
 
 from .callback.checkpoint import Checkpointer, restore_before_fit, resume_rows
+from .callback.restore import restore_all
 from .callback.run import BestWeights, GracefulStop, RunRecorder, StopOnNaN
 from .callback.schedule import schedule_callback
 from .callback.speed import Lookahead, WeightEMA
@@ -336,8 +337,7 @@ def _wandb_callback(r: Recipe, run_dir: Path, n_params: int, log):
 @contextlib.contextmanager
 def fit_status(run: Run, cbs: FitCallbacks):
     """Around the fit: stop signals only set a flag (GracefulStop stops every rank at the same batch); a dead peer
-    process is named as such; and whatever happens, what the callbacks swapped is put back."""
-    base_loss = run.learn.loss_func
+    process is named as such; and whatever happens, what the callbacks swapped is put back (callback.restore)."""
     try:
         with run.signals.deferred(): yield
     except BaseException as e:
@@ -348,7 +348,7 @@ def fit_status(run: Run, cbs: FitCallbacks):
             raise DistributedJobFailed(msg) from e
         raise
     finally:
-        run.learn.loss_func = base_loss  # MixUp/CutMix swap it and restore it only on a normal or cancelled exit
+        restore_all(run.learn, cbs.all)
 
 
 def fit(run: Run, cbs: FitCallbacks) -> None:

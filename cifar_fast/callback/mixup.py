@@ -6,8 +6,10 @@ import torch
 from fastai.callback.mixup import CutMix, MixHandler, MixUp
 from torch.distributions.beta import Beta
 
+from .restore import RestoringCutMix, RestoringMixUp, _MixLoss
 
-class MixUpCutMix(MixHandler):
+
+class MixUpCutMix(_MixLoss, MixHandler):
     "Each training batch: MixUp(α=`mixup`) with probability `p`, else CutMix(α=`cutmix`)."
     def __init__(self, mixup: float = 0.4, cutmix: float = 1.0, p: float = 0.5):
         super().__init__(mixup)
@@ -26,6 +28,6 @@ class MixUpCutMix(MixHandler):
 def mix_callbacks(mixup: float, cutmix: float, p: float = 0.5) -> list:
     "fastai's MixUp or CutMix when only one is on; our switch when both are."
     if mixup and cutmix: return [MixUpCutMix(mixup, cutmix, p)]
-    if mixup: return [MixUp(mixup)]
-    if cutmix: return [CutMix(cutmix)]
+    if mixup: return [RestoringMixUp(mixup)]
+    if cutmix: return [RestoringCutMix(cutmix)]
     return []

@@ -9,6 +9,7 @@ from fastai.learner import AvgLoss, AvgSmoothLoss, Metric, Recorder
 from torch import nn
 
 from ..errors import ConfigError
+from .restore import SwapsState
 
 
 # ---- the whitening stem ---------------------------------------------------------------------------------------
@@ -42,8 +43,7 @@ class WhiteningBias(Callback):
     def __init__(self, bias_epochs: int = 3): self.bias_epochs = bias_epochs
 
     def before_train(self):
-        model = getattr(self.learn, 'raw_model', self.model)
-        model.whiten.bias.requires_grad_(self.epoch < self.bias_epochs)
+        self.learn.raw_model.whiten.bias.requires_grad_(self.epoch < self.bias_epochs)
 
 
 # ---- lookahead-style weight averaging -----------------------------------------------------------------------------
@@ -82,7 +82,7 @@ class Lookahead(Callback):
         if not self.training or self.avg is None or step % self.every: return
         lookahead_update(self.avg, self._model(), lookahead_decay(step, self.total, self.every, self.base, self.power))
 
-    def _model(self): return getattr(self.learn, 'raw_model', self.model)
+    def _model(self): return self.learn.raw_model
 
     def after_train(self):
         if self.avg is not None: lookahead_update(self.avg, self._model(), 1.)
@@ -90,7 +90,7 @@ class Lookahead(Callback):
 
 # ---- exponential moving average of the weights ------------------------------------------------------------------
 
-class WeightEMA(Callback):
+class WeightEMA(SwapsState, Callback):
     """timm's `ModelEmaV3` average of the weights (BatchNorm statistics included), updated after every optimiser step,
     with timm's decay warm-up if asked. Validation and the run's final evaluation and export use the average; training
     goes on from the raw weights. The Checkpointer saves the average beside them (`state_dict`), so a resumed run
@@ -111,13 +111,16 @@ class WeightEMA(Callback):
         self.raw = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.ema.module.state_dict())
 
-    def _swap_out(self):
-        if self.raw is not None: self._model().load_state_dict(self.raw); self.raw = None
+    def restore(self, learn):
+        "The raw weights back in the model, wherever the fit ended."
+        if self.raw is not None: learn.raw_model.load_state_dict(self.raw); self.raw = None
+
+    def _swap_out(self): self.restore(self.learn)
     after_epoch = after_cancel_validate = after_cancel_epoch = after_cancel_fit = _swap_out
 
     def state_dict(self) -> dict: return self.ema.module.state_dict()
     def load_state_dict(self, sd: dict): self.ema.module.load_state_dict(sd)
-    def _model(self): return getattr(self.learn, 'raw_model', self.model)
+    def _model(self): return self.learn.raw_model
 
 
 # ---- fewer host syncs -----------------------------------------------------------------------------------------
@@ -149,12 +152,12 @@ class DeviceAccuracy(Metric):
     def name(self): return 'accuracy'
 
 
-class LazySync(Callback):
+class LazySync(SwapsState, Callback):
     """Keep the Learner and its callbacks but read the loss back every `every` batches (and at epoch end): fastai's
     Recorder, AvgLoss and progress bar call .item()/.cpu() on every batch, which stalls the GPU for tiny nets."""
     order = Recorder.order + 2  # after the Recorder set learn.smooth_loss, before the progress bar reads it (60)
 
-    def __init__(self, every: int = 10): self.every, self.shown = every, float('nan')
+    def __init__(self, every: int = 10): self.every, self.shown, self.saved = every, float('nan'), None
 
     def before_fit(self):
         rec = self.learn.recorder
@@ -168,4 +171,8 @@ class LazySync(Callback):
         if self.iter % self.every == 0 or self.iter == self.n_iter - 1: self.shown = float(self.learn.smooth_loss)
         self.learn.smooth_loss = self.shown  # what the progress bar formats: no sync between readings
 
-    def after_fit(self): self.learn.recorder.__dict__.update(zip(('smooth_loss', 'loss'), self.saved))
+    def restore(self, learn):
+        "fastai's own meters back in the Recorder, wherever the fit ended."
+        if self.saved is not None: learn.recorder.__dict__.update(zip(('smooth_loss', 'loss'), self.saved)); self.saved = None
+
+    def after_fit(self): self.restore(self.learn)
