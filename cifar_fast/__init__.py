@@ -10,8 +10,9 @@ inside a function (tests/test_layers.py reads every import and holds the package
                                                  the run folder's one owner, stop signals
     2  recipe, distributed                       the Recipe value; process groups
     3  callback                                  fastai callbacks of our own
-    4  learner, training, resume                 the recipe's Learner; recipe -> Learner -> fit -> run folder;
-                                                 reopening an interrupted run (resume.py)
+    4  learner, training, resume, run_files,     the recipe's Learner; recipe -> Learner -> fit -> run folder;
+       preflight                                 reopening an interrupted run (resume.py); what a run writes; the
+                                                 checks before a run folder exists
     5  inference, interpret, sweep               using finished runs; sweep configs
     6  cli                                       the command line
 """

@@ -11,9 +11,7 @@ import torch
 from .data import NO_AUG, FastDL, stratified_subset
 from .errors import ConfigError, close_matches
 from .inference import load_run, run_dls
-from .predictions import (FILES, N_BINS, RunInterpretation, calibration_bins, check_top,  # noqa: F401
-                          confusion_matrix, expected_calibration_error, interpret_predictions, per_class_metrics,
-                          predict_loader, predict_split)
+from .predictions import RunInterpretation, check_top, predict_split
 from .rundir import check_run_dir
 
 SPLITS = ('test', 'train')

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -27,30 +26,20 @@ from .console import RunConsole, interactive
 from .data import CIFAR_STATS, recipe_dls, run_data_source
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
 from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
-from .learner import build_learner, compile_cache_dir, compile_warmup, quiet_progress, run_lr_find
-from .machine import Choices, apply_threads, choose, cpu_has_native_bf16, resolve_precision
+from .learner import build_learner, compile_warmup, quiet_progress, run_lr_find
+from .machine import Choices, apply_threads, choose
 from .models import validate_model
 from .optim import ParamGroups, param_groups
-from .plots import plot_curves, plot_lr_find
-from .predictions import RunInterpretation, accuracy, predict_loader, predict_split
+from .plots import plot_lr_find
 from .recipe import Recipe, recipe_hash, to_dict
 from .resume import check_resumable, check_same_machine_choices, resumed_recipe
-from .rundir import atomic_write_bytes, environment, new_run_dir, os_error_message, read_json, set_status, torch_save, write_json
+from .rundir import new_run_dir, os_error_message, read_json, set_status, write_json
+from .preflight import check_launch
+from .run_files import RunResult, close_run, finish_run, interrupted, record_run
 from .runlock import RunLock
 from .stop import StopRequested, StopSignals
 
 # ---- the run --------------------------------------------------------------------------------------------------
-
-@dataclass
-class RunResult:
-    """What `train` returns: the run folder, the summary written there, the Learner (chosen weights loaded) and the
-    test-set predictions every report of the run was derived from. An interrupted run's summary says so
-    (state 'interrupted', epochs_completed, signal, exit_code, resume)."""
-    run_dir: Path
-    summary: dict
-    learn: object = field(repr=False, default=None)
-    predictions: RunInterpretation | None = field(repr=False, default=None)
-
 
 @dataclass(eq=False)
 class Run:
@@ -175,7 +164,7 @@ def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs
     and take its lock: one process trains into a run folder at a time."""
     info = dist_info()
     device = info.device(device) if info.distributed else torch.device(device or default_device())
-    if r is not None and resume is None: check_recipe(r, info, device)
+    if r is not None and resume is None: check_launch(r, info, device)
     init_process_group(info, device)
     made, lock, state, src = False, None, None, (None, None)
     if resume is None:
@@ -198,47 +187,6 @@ def open_run(r: Recipe | None, run_dir, resume, device, show_progress, log, runs
     show_progress = (interactive() if show_progress is None else show_progress) and info.is_main
     choices = choose(r, device, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
     return Run(r, run_dir, info, device, log, signals, state, show_progress, choices, made, lock, src)
-
-
-def check_recipe(r: Recipe, info: DistInfo, device) -> None:
-    "What a Recipe cannot check on its own, since it builds nothing: the model and its options; the launch; the device."
-    validate_model(r.model, r.model_kwargs)
-    if r.sam and resolve_precision(r.precision, device) == 'fp16':
-        raise ConfigError(f"recipe field sam={r.sam} with fp16 (precision={r.precision!r} on {device}): SAM's second "
-                          f"backward pass does not work with fp16's loss scaler. Use --precision bf16 or fp32.")
-    if r.speed.whiten and not r.model.startswith('fastnet'):
-        raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), not {r.model!r}.")
-    if r.data.train_size is not None and r.data.train_size < r.data.batch_size:
-        raise ConfigError(f"data.train_size={r.data.train_size} is smaller than one batch (data.batch_size="
-                          f"{r.data.batch_size}): the last partial batch is dropped, so nothing would train. Use "
-                          f"--data.batch_size {r.data.train_size} or less, or more training images.")
-    if info.distributed and isinstance(r.lr, str):
-        raise ConfigError(f"lr={r.lr!r} runs lr_find, which runs in one process: run `cifar-fast lr-find RECIPE` first, "
-                          f"then train with --lr <number>.")
-    if info.distributed and r.data.batch_size % info.world_size:
-        raise ConfigError(f"data.batch_size={r.data.batch_size} is the global batch: it must divide evenly over the "
-                          f"{info.world_size} processes.")
-
-
-def close_run(run: Run) -> None:
-    """Last of every way out: a new run folder that holds none of our records (stopped or refused before recipe.json
-    was written) is removed, and the lock is released."""
-    if run.made and run.info.is_main and not (run.run_dir / 'recipe.json').is_file():
-        shutil.rmtree(run.run_dir, ignore_errors=True)
-    if run.lock is not None: run.lock.release()
-
-
-def interrupted(run: Run, signum) -> RunResult:
-    """The result and status of a run stopped by a signal: resumable from its last completed epoch's checkpoint where
-    one exists, else said to be started again."""
-    import signal as _signal
-    name = _signal.Signals(signum or _signal.SIGINT).name
-    can_resume = (run.run_dir / 'checkpoints' / 'last.pth').is_file()
-    hint = run.resume_hint if can_resume else None
-    run.status('interrupted', epoch=run.epochs_done, signal=name, resume=hint,
-               **({} if can_resume else dict(message='stopped before the first epoch completed: start the run again')))
-    return RunResult(run.run_dir, dict(state='interrupted', epochs_completed=run.epochs_done, signal=name,
-                                       exit_code=128 + int(signum or _signal.SIGINT), resume=hint), run.learn)
 
 
 def build(run: Run, source_file=None) -> None:
@@ -269,22 +217,6 @@ def build(run: Run, source_file=None) -> None:
     run.log('start', dict(run_dir=run.run_dir, recipe=r, choices=run.choices, device=run.device, params=run.n_params,
                           resumed_from=None if run.state is None else run.state['epoch'] + 1))
     if why: run.log.print(f"data: {escape(str(getattr(dls, 'cifar_source', source)))} — {escape(why)}")
-
-
-def record_run(run: Run, dls, source_file=None) -> None:
-    """recipe.json (+ recipe.py), env.json, and data.json: the classes in output order and the statistics images were
-    normalised with, which evaluate, interpret and predict read back."""
-    r, d = run.r, run.run_dir
-    write_json(d / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
-    if source_file: atomic_write_bytes(d / 'recipe.py', Path(source_file).read_bytes())
-    write_json(d / 'env.json', environment(run.device, run.choices.precision, r.seed, dict(choices=run.choices.record(),
-        data_source=str(getattr(dls, 'cifar_source', None)), n_train=len(dls.train.dataset),
-        n_valid=len(dls.valid.dataset), params=run.n_params, world_size=run.info.world_size,
-        cpu_bf16_native=cpu_has_native_bf16(),
-        wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'), compile_cache=str(compile_cache_dir()) if run.choices.compile else None)))
-    write_json(d / 'data.json', dict(classes=[str(c) for c in dls.vocab], mean=list(CIFAR_STATS[0]),
-                                     std=list(CIFAR_STATS[1]), size=32, channels='RGB',
-                                     stats_source='fastai.vision.data.cifar_stats'))
 
 
 def choose_lr(run: Run) -> None:
@@ -377,84 +309,12 @@ def check_ending(run: Run, cbs: FitCallbacks) -> str:
 
 # ---- the end of a run -----------------------------------------------------------------------------------------
 
-def select_weights(r: Recipe, learn, cbs: FitCallbacks) -> dict:
-    """The run's final weights, decided here and nowhere else: 'last' is what the last epoch validated (the EMA average
-    with speed.ema, the lookahead average with speed.lookahead, else the raw weights), 'best' the epoch with the best
-    test accuracy; the recipe's `checkpoint` selects one. Both stay in memory: nothing is read back from disk."""
-    last = cbs.ema.state_dict() if cbs.ema else learn.raw_model.state_dict()
-    last = {k: v.detach().clone() for k, v in last.items()}  # the model's own tensors change when 'best' is loaded
-    best = cbs.best.weights if cbs.best.weights is not None else last
-    average = 'ema' if cbs.ema else 'lookahead' if r.speed.lookahead else None
-    return dict(best=best, last=last, selected=r.checkpoint, average=average)
-
-
 def finish(run: Run, cbs: FitCallbacks) -> RunResult:
     "Rank 0 predicts the test split once and writes the results; no rank leaves before they are written."
     summary, res = dict(state='worker', rank=run.info.rank), None
     if run.info.is_main: summary, res = finish_run(run, cbs)
     barrier()
     return RunResult(run.run_dir, summary, run.learn, res)
-
-
-def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
-    """One prediction of the test split (and one TTA pass if the recipe asks): summary.json, interpret/ and W&B are
-    all derived from it. Then model.pth, export.pkl, curves.png, interpret/ and, last, summary.json."""
-    r, learn, rows, d = run.r, run.learn, cbs.rec.rows, run.run_dir
-    # Start to end of training, every segment of a resumed run added (each up to the checkpoint the next went on
-    # from: work redone after a cut is not counted, so the figure means what an uninterrupted run's does).
-    run.segments = run.earlier_segments + [run.segment()]
-    run.wall_seconds = sum(s['wall_seconds'] for s in run.segments)
-    weights = select_weights(r, learn, cbs)
-    learn.raw_model.load_state_dict(weights[weights['selected']])
-    # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
-    # WORLD_SIZE > 1, which would hang here, where rank 0 alone evaluates.
-    res = predict_split(learn.raw_model, learn.dls.valid, learn.dls.vocab, split='test', title=f'{d.name} ({r.model})')
-    tta_acc = accuracy(*predict_loader(learn.raw_model, learn.dls.valid, r.tta)[:2]) if r.tta else None
-    best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
-    torch_save(dict(best=weights['best'], last=weights['last'], best_epoch=rows[best_i]['epoch'],
-                    selected=weights['selected'], average=weights['average']), d / 'model.pth')
-    export_learner(learn, d / 'export.pkl')
-    plot_curves(rows, d / 'curves.png', title=f'{r.name} ({r.model})')
-    # CIFAR_FAST_RUN_FIGURES=0: the CSVs and report.md only, for many short runs (a test suite, a sweep of smoke runs);
-    # each figure is ~1 s of matplotlib on a 2-core CPU, and `cifar-fast interpret RUN_DIR` draws them later.
-    res.save(d / 'interpret', figures=os.environ.get('CIFAR_FAST_RUN_FIGURES', '1') != '0')
-    summary = run_summary(run, rows, best_i, res, tta_acc, weights)
-    if cbs.wandb is not None: cbs.wandb.log_final(res, summary, d)
-    write_json(d / 'summary.json', summary)  # last: its presence marks a complete run
-    run.status('complete', epoch=len(rows))
-    run.log('end', dict(summary, run_dir=d))
-    return summary, res
-
-
-def run_summary(run: Run, rows: list, best_i: int, res: RunInterpretation, tta_acc, weights: dict) -> dict:
-    "summary.json's contents: the test result, which weights gave it, and what the run cost."
-    r = run.r
-    n_train = len(run.learn.dls.train.dataset)  # the whole training set per epoch, whichever rank's share this is
-    train_secs = sum(x['train_seconds'] for x in rows)
-    return dict(recipe=r.name, model=r.model, hash=recipe_hash(r), params=run.n_params, epochs=len(rows),
-                epochs_planned=r.epochs, test_accuracy=accuracy(res.probs, res.targs), test_accuracy_tta=tta_acc,
-                tta_level=r.tta, last_epoch_accuracy=rows[-1]['accuracy'], best_epoch=rows[best_i]['epoch'],
-                best_epoch_accuracy=rows[best_i]['accuracy'], checkpoint=weights['selected'],
-                weights_average=weights['average'], seed=r.seed, wall_seconds=round(run.wall_seconds, 2),
-                train_seconds=round(train_secs, 2), compile_seconds=round(run.compile_seconds, 2),
-                eval_seconds=round(res.seconds['predict'], 2),
-                train_images_per_sec=round(n_train * len(rows) / max(train_secs, 1e-9), 1),
-                precision=run.choices.precision, n_test=res.n, stopped_early=len(rows) < r.epochs,
-                resumed=len(run.segments) - 1, segments=run.segments)
-
-
-def export_learner(learn, path: Path) -> Path:
-    """learn.export() of the uncompiled model (a compiled one recompiles on load and on every new input shape), with
-    empty DataLoaders (no images), written to a temporary file and renamed into place."""
-    model, tmp = learn.model, path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
-        learn.model = learn.raw_model
-        learn.export(tmp.name)  # into learn.path, the run folder
-        (Path(learn.path) / tmp.name).replace(path)
-    finally:
-        learn.model = model
-        (Path(learn.path) / tmp.name).unlink(missing_ok=True)
-    return path
 
 
 def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root='runs', show_progress=None) -> dict:

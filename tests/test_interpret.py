@@ -12,7 +12,8 @@ from PIL import Image
 
 from cifar_fast.console import confusion_table, per_class_table
 from cifar_fast.errors import ConfigError
-from cifar_fast.interpret import FILES, calibration_bins, expected_calibration_error, interpret_learner, interpret_run
+from cifar_fast.interpret import interpret_learner, interpret_run
+from cifar_fast.predictions import FILES, calibration_bins, expected_calibration_error
 from cifar_fast.recipe import DataConfig, Recipe
 from cifar_fast.training import train
 

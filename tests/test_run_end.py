@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import cifar_fast.predictions as P
+import cifar_fast.run_files as RF
 import cifar_fast.training as T
 from cifar_fast.errors import DataError
 from cifar_fast.inference import evaluate_run
@@ -30,7 +31,7 @@ def run(synthetic, tmp_path_factory, monkeypatch_module):
         calls.append(tta)
         return real(model, dl, tta)
     monkeypatch_module.setattr(P, 'predict_loader', spy)
-    monkeypatch_module.setattr(T, 'predict_loader', spy)
+    monkeypatch_module.setattr(RF, 'predict_loader', spy)
     r = Recipe(name='t', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=2, lr=0.02, seed=0, tta=1,
                precision='fp32', checkpoint='best', data=DataConfig(source=str(synthetic), batch_size=32),
                wandb=WandbConfig(enabled=True, mode='offline'))

@@ -13,6 +13,7 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 
+import cifar_fast.run_files as RF
 import cifar_fast.training as T
 from cifar_fast.callback.checkpoint import KEYS, Checkpointer
 from cifar_fast.cli import main
@@ -153,7 +154,7 @@ def test_distributed_signals_never_raise_inside_the_fit():
 
 
 def test_sigterm_at_the_end_of_the_run_resumes_to_a_complete_one(cli, tmp_path, monkeypatch):
-    _kill_when_called(monkeypatch, T, 'plot_curves')
+    _kill_when_called(monkeypatch, RF, 'plot_curves')
     code, out = cli('train', '--epochs', '2')
     d = _only_run(tmp_path / 'runs')
     assert code == 143 and 'Interrupted after 2 epoch(s)' in out and not (d / 'summary.json').exists(), out
@@ -167,7 +168,7 @@ def test_sigterm_at_the_end_of_the_run_resumes_to_a_complete_one(cli, tmp_path, 
 
 def test_any_exception_at_the_end_of_the_run_marks_it_failed_and_releases_the_lock(synthetic, tmp_path, monkeypatch):
     def boom(*a, **k): raise ValueError('drawing failed')
-    monkeypatch.setattr(T, 'plot_curves', boom)
+    monkeypatch.setattr(RF, 'plot_curves', boom)
     with pytest.raises(ValueError): T.train(_recipe(synthetic, epochs=1), runs_root=tmp_path)
     d = _only_run(tmp_path)
     st = read_json(d / 'status.json')
