@@ -5,9 +5,9 @@ inside a function (tests/test_layers.py reads every import and holds the package
 
     0  errors, console, plots, interpret_plots   messages, rendering, figures: no cifar_fast logic
     1  data, models, optim, rundir, tta,         the pieces: images, nets, optimisers, files of a run folder, one
-       predictions, machine, runlock, stop       prediction pass and the result every report derives from, the
-                                                 run's choices for this machine (precision, layout, compile, threads),
-                                                 the run folder's one owner, stop signals
+       predictions, machine, runlock, stop,      prediction pass and the result every report derives from, the
+       wandb_mode                                run's choices for this machine (precision, layout, compile, threads),
+                                                 the run folder's one owner, stop signals, the W&B mode to start in
     2  recipe, distributed                       the Recipe value; process groups
     3  callback                                  fastai callbacks of our own
     4  learner, training, resume, run_files,     the recipe's Learner; recipe -> Learner -> fit -> run folder;
@@ -44,5 +44,5 @@ def __getattr__(name):
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-__all__ = ['CifarFastError', 'ConfigError', 'DataError', 'DataConfig', 'Recipe', 'SpeedConfig', 'WandbConfig', 'load_recipe',
-           *_LAZY]
+__all__ = ['CifarFastError', 'ConfigError', 'DataError', 'DataConfig', 'Recipe', 'SpeedConfig', 'WandbConfig',
+           'load_recipe', *_LAZY]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from cifar_fast.callback import wandb as W
+from cifar_fast import wandb_mode as W
 from cifar_fast.callback.wandb import WandbCallback, WandbWarning
 from cifar_fast.console import RunConsole
 from cifar_fast.recipe import DataConfig, Recipe, WandbConfig
@@ -207,8 +207,9 @@ def test_a_resumed_run_continues_the_same_wandb_run(recipe, tmp_path, local):
 
 
 def test_smoothed_loss_is_true_at_every_step_with_lazy_sync(recipe, tmp_path, local):
-    """With speed.sync_every > 1, learn.smooth_loss is only read back every N batches (LazySync); W&B must still log the
-    smoothed loss of each step: fastai's debiased EMA (β = 0.98) of the logged per-step losses, computed here by hand."""
+    """With speed.sync_every > 1, learn.smooth_loss is only read back every N batches (LazySync); W&B must still log
+    the smoothed loss of each step: fastai's debiased EMA (β = 0.98) of the logged per-step losses, computed here by
+    hand."""
     from cifar_fast.recipe import SpeedConfig
     res = train(recipe.replace(speed=SpeedConfig(sync_every=4), precision='fp32'), runs_root=tmp_path / 'runs')
     [seg] = list(res.run_dir.glob('wandb/offline-run-*'))

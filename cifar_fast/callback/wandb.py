@@ -15,18 +15,13 @@ every run's model artifact gets the same name; and it logs no confusion matrix. 
 """
 from __future__ import annotations
 
-import configparser
 import contextlib
 import functools
-import netrc
 import os
 import re
 import secrets
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -39,14 +34,12 @@ from rich.text import Text
 
 from ..recipe import Recipe, recipe_hash, to_dict
 from ..rundir import read_json, write_json
+from ..wandb_mode import base_url, resolve_mode
 
 MIN_WANDB = '0.24.0'  # must be newer: 0.24.0 could fail to upload without saying so (STACK_NOTES, W&B section)
 # Training steps per flush: one host transfer for 25 losses instead of a sync per batch on a GPU; about 4 flushes per
 # epoch at CIFAR's 98 steps of 512, so live charts lag by a fraction of an epoch.
 LOG_EVERY = 25
-# Seconds to wait for the server's answer before going offline: a choice, small next to a run; with no network the
-# probe fails in ~0.05 s.
-PROBE_TIMEOUT = 3.0
 # Seconds wandb.init may wait for a server that answered the probe (a WANDB_INIT_TIMEOUT of the user's wins). wandb's
 # default is 90 s plus a 10 s grace (_INIT_TIMEOUT_GRACE_SECONDS, wandb 0.31 sdk/wandb_init.py): the ~100 s of issue 16,
 # 105 s measured here against a refused port. 25 s: the server is up, so this only has to cover wandb-core's retries of
@@ -60,50 +53,7 @@ class WandbWarning(UserWarning):
     "W&B could not be used; the run goes on without it."
 
 
-# ---- mode, names, tags ----------------------------------------------------------------------------------------
-
-def base_url() -> str:
-    "The W&B server: WANDB_BASE_URL, else the one `wandb login --host` saved in the settings file, else wandb.ai."
-    if os.environ.get('WANDB_BASE_URL'): return os.environ['WANDB_BASE_URL']
-    ini = configparser.ConfigParser()
-    with contextlib.suppress(OSError, configparser.Error):
-        ini.read(Path(os.environ.get('WANDB_CONFIG_DIR') or '~/.config/wandb').expanduser() / 'settings')
-    return ini.get('default', 'base_url', fallback='https://api.wandb.ai')
-
-
-def has_api_key(url: str | None = None) -> bool:
-    "An API key in the environment, or in the netrc file for the W&B host (where `wandb login` stores it)."
-    if os.environ.get('WANDB_API_KEY') or os.environ.get('WANDB_IDENTITY_TOKEN_FILE'): return True
-    path = Path(os.environ.get('NETRC') or '~/.netrc').expanduser()
-    host = urllib.parse.urlparse(url or base_url()).hostname
-    try: return path.is_file() and netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError): return False
-
-
-def server_answers(url: str | None = None, timeout: float = PROBE_TIMEOUT) -> bool:
-    "Does the W&B server answer HTTP within `timeout` seconds (any status: it is up)?"
-    try: urllib.request.urlopen((url or base_url()).rstrip('/') + '/healthz', timeout=timeout).close()
-    except urllib.error.HTTPError: return True
-    except (OSError, ValueError): return False
-    return True
-
-
-def wanted_mode(mode: str) -> str:
-    "The mode asked for, before asking the server: 'auto' is online with an API key or WANDB_MODE=online."
-    if mode != 'auto': return mode
-    env = os.environ.get('WANDB_MODE', '').lower()  # the user's own `wandb offline`/WANDB_MODE wins over 'auto'
-    if env in ('offline', 'dryrun', 'disabled'): return 'disabled' if env == 'disabled' else 'offline'
-    return 'online' if env == 'online' or has_api_key() else 'offline'
-
-
-def resolve_mode(mode: str) -> tuple[str, str | None]:
-    """(mode to start in, why it is offline instead of online, or None): a run that wants to be online (see
-    `wanted_mode`) goes offline when the server does not answer within PROBE_TIMEOUT, instead of waiting in
-    wandb.init for ~100 s."""
-    wanted = wanted_mode(mode)
-    if wanted == 'online' and not server_answers(): return 'offline', f'did not answer within {PROBE_TIMEOUT:g} s'
-    return wanted, None
-
+# ---- names, tags, messages ----------------------------------------------------------------------------------------
 
 def _plain(s: str) -> str: return _ANSI.sub('', s)
 def _interactive(stream) -> bool:
@@ -247,16 +197,16 @@ class WandbCallback(Callback):
         step = self.epoch * self.n_iter + self.iter + 1  # from the loop's position: continues across a resume
         # Tensors, not floats: .item() here would sync each batch. The smoothed loss from the Recorder's own meter, not
         # learn.smooth_loss, which LazySync (speed.sync_every > 1) leaves at its last reading between syncs.
-        self.buf.append((step, step / self.n_iter, self.learn.loss.detach(), torch.as_tensor(self.recorder.smooth_loss.value),
-                         h['lr'], h.get('mom')))
+        self.buf.append((step, step / self.n_iter, self.learn.loss.detach(),
+                         torch.as_tensor(self.recorder.smooth_loss.value), h['lr'], h.get('mom')))
         if len(self.buf) >= LOG_EVERY: self._flush()
 
     def _flush(self):
         "Log the buffered training steps, moving all their losses to the host at once."
         if not self.buf: return
         buf, self.buf = self.buf, []
-        losses = torch.stack([torch.stack([l.float().mean(), s.float().reshape(())]).as_subclass(torch.Tensor)
-                              for _, _, l, s, _, _ in buf]).tolist()
+        losses = torch.stack([torch.stack([lo.float().mean(), s.float().reshape(())]).as_subclass(torch.Tensor)
+                              for _, _, lo, s, _, _ in buf]).tolist()
         for (step, ep, _, _, lr, mom), (loss, smooth) in zip(buf, losses):
             row = {'train/step': step, 'train/epoch': ep, 'train/loss': loss, 'train/smooth_loss': smooth,
                    'train/lr': lr, **({} if mom is None else {'train/mom': mom})}
