@@ -27,6 +27,7 @@ data: $(STAMP)
 	$(BIN)/cifar-fast data $(DATA_ARG)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

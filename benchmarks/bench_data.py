@@ -33,10 +33,12 @@ def main(data: str, bs: int = 512) -> dict:
     with tempfile.TemporaryDirectory() as cache:  # a cold cache, so the first decode is really first
         os.environ['CIFAR_FAST_CACHE'] = cache
         src = resolve_source(data)
-        t0 = time.perf_counter(); load_arrays(src, progress=False); res['first_decode_s'] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter(); load_arrays(src, progress=False)
+        res['first_decode_s'] = round(time.perf_counter() - t0, 2)
         loads = []
         for _ in range(3):
-            t0 = time.perf_counter(); load_arrays(resolve_source(data), progress=False); loads.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); load_arrays(resolve_source(data), progress=False)
+            loads.append(time.perf_counter() - t0)
         res['cached_load_s'] = round(min(loads), 3)
         aug = Augment(translate=4, flip=True)
         fast = cifar_dls(data, bs=bs, aug=aug, device='cpu', progress=False)

@@ -1,6 +1,6 @@
 """Training images/s of one process against N processes (torchrun, gloo on CPU / NCCL on GPU) for the same recipe,
-global batch and data: the figure issue #10 asks for. On a 2-core CPU this shows correctness and overhead, not
-speed-up: two processes share the same two cores (torchrun gives each one thread).
+global batch and data (docs/benchmarks.md, "One process vs two"). On a 2-core CPU this shows correctness and
+overhead, not speed-up: two processes share the same two cores (torchrun gives each one thread).
 
     python benchmarks/bench_distributed.py --data ../shared/data/cifar10.tgz --nproc 1 2 --repeats 2
 """

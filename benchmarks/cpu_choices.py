@@ -33,7 +33,8 @@ def measure(model: str, bs: int, precision: str, channels_last: bool, compile: b
     torch.manual_seed(0)
     net = create_model(model)
     x, y = torch.randn(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
-    if channels_last: net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     run = torch.compile(net) if compile else net
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     ac = torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bf16')
@@ -109,7 +110,8 @@ def main(model: str, bs: int, repeats: int, threads: list[int], compile_too: boo
                settings=[dict(**json.loads(k), runs=v) for k, v in rows.items()])
     print(f'\n{model}, batch {bs}; forward {fwd / 1e6:.1f} MFLOP/image, training ≈ 3× that; matmul peak GFLOP/s: '
           + ', '.join(f'{k} {v:,.0f}' for k, v in peaks.items()))
-    print('| precision | channels_last | compile | threads | train img/s | infer img/s | training GFLOP/s | % of peak |')
+    print('| precision | channels_last | compile | threads | train img/s | infer img/s | training GFLOP/s '
+          '| % of peak |')
     print('|---|---|---|---:|---:|---:|---:|---:|')
     for s in res['settings']:
         tr = [r['train_img_s'] for r in s['runs']]

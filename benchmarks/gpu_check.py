@@ -347,7 +347,9 @@ def driver_version() -> str:
 
 
 def environment(device: str, dry: bool) -> dict:
-    import fastai, timm, torch
+    import fastai
+    import timm
+    import torch
     from importlib.metadata import PackageNotFoundError, version
     from bench_models import cpu_name
     try: ab = version('airbench')

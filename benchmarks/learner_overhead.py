@@ -58,7 +58,8 @@ def plain_run(dls, model, r: Recipe, epochs: int, lr: float) -> float:
 def main(data, model_name: str, repeats: int, epochs: int, train_size: int, bs: int) -> dict:
     torch.set_flush_denormal(True)
     r = Recipe(model=model_name)
-    dls = cifar_dls(data, bs=bs, train_size=train_size, valid_size=1000, device='cpu', aug=Augment(translate=2), progress=False)
+    dls = cifar_dls(data, bs=bs, train_size=train_size, valid_size=1000, device='cpu', aug=Augment(translate=2),
+                    progress=False)
     n_img = len(dls.train) * bs * epochs
     res = dict(learner=[], plain=[])
     for i in range(repeats):  # alternate, so drift in the machine's speed hits both alike

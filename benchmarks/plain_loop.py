@@ -1,6 +1,7 @@
 """The reference for `quick`: the airbench-style training of recipes/quick.py, written as a plain PyTorch loop in fp32
-and torch's default memory format. It keeps quick's original 8 epochs (`--epochs`), the baseline issue #18 measures
-quick against; quick itself now trains 10 (its choices on this machine make each epoch cheaper; see its header).
+and torch's default memory format. It keeps quick's original 8 epochs (`--epochs`), the baseline
+benchmarks/quick_vs_loop.py measures quick against (docs/benchmarks.md); quick itself now trains 10 (its choices on
+this machine make each epoch cheaper; see its header).
 
 No fastai: a shuffled index per epoch, the same batch augmentation (2-px reflect translate, alternating flip), the same
 net (fastnet_cpu with its whitening stem), Nesterov SGD in airbench's decoupled units with BatchNorm biases at 64× the
@@ -33,7 +34,8 @@ def triangle(step: int, total: int, start: float, peak: float, end: float) -> fl
     return float(np.interp(step, [0, peak * total, total], [start, 1.0, end]))
 
 
-def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = None, epochs: int | None = None) -> dict:
+def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = None,
+         epochs: int | None = None) -> dict:
     if threads: torch.set_num_threads(threads)
     if torch.device(device).type == 'cpu': torch.set_flush_denormal(True)  # as the Learner does (train.build_learner)
     t_start = time.perf_counter()
@@ -51,7 +53,8 @@ def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = 
     others = [p for p in model.parameters() if id(p) not in nb]
     lr, wd = decoupled_hypers(h['lr'], h['wd'], h['momentum'], h['bs'])
     s = h['bias_scale']
-    opt = torch.optim.SGD([dict(params=norm_biases, lr=lr * s, weight_decay=wd / s), dict(params=others, lr=lr, weight_decay=wd)],
+    opt = torch.optim.SGD([dict(params=norm_biases, lr=lr * s, weight_decay=wd / s),
+                           dict(params=others, lr=lr, weight_decay=wd)],
                           momentum=h['momentum'], nesterov=True)
     base_lrs = [lr * s, lr]
     steps_per_epoch, n = len(x_tr) // h['bs'], len(x_tr)
@@ -80,7 +83,8 @@ def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = 
             step += 1
         t_train += time.perf_counter() - t0
         acc = evaluate(model, x_te, y_te, tta=False, autocast=autocast)
-        epoch_log.append(dict(epoch=epoch, train_loss=float(loss), accuracy=acc, seconds=round(time.perf_counter() - t0, 2)))
+        epoch_log.append(dict(epoch=epoch, train_loss=float(loss), accuracy=acc,
+                              seconds=round(time.perf_counter() - t0, 2)))
         print(json.dumps(epoch_log[-1]), flush=True)
     acc_tta = evaluate(model, x_te, y_te, tta=True, autocast=autocast)
     return dict(seed=seed, accuracy=epoch_log[-1]['accuracy'], accuracy_tta=acc_tta, train_seconds=round(t_train, 2),

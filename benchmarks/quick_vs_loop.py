@@ -7,8 +7,8 @@ TTA, and for quick the run folder it writes).
 - warm: then seeds interleaved (loop, quick, loop, quick, ...) with the cache filled, so any drift in the machine's
   speed hits both alike.
 
-Goals (issue #18): warm quick's accuracy ≥ the loop's, and its wall time ≤ 0.75× the loop's; cold quick faster than
-the loop. The first decode of the archive is also timed apart.
+Goals (results in docs/benchmarks.md): warm quick's accuracy ≥ the loop's, and its wall time ≤ 0.75× the loop's;
+cold quick faster than the loop. The first decode of the archive is also timed apart.
 
     python benchmarks/quick_vs_loop.py --data ../shared/data/cifar10.tgz --seeds 0 1 2
 """
@@ -68,7 +68,8 @@ def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True) -> dict:
     print(f"first decode: {res['first_decode_s']} s", flush=True)
     if cold:  # a fresh machine: nothing decoded, nothing compiled
         with tempfile.TemporaryDirectory() as cache:
-            res['quick_cold'].append(run_quick(data, seeds[0], runs_root / 'cold', out_dir / f'quick_cold_s{seeds[0]}.log',
+            res['quick_cold'].append(run_quick(data, seeds[0], runs_root / 'cold',
+                                               out_dir / f'quick_cold_s{seeds[0]}.log',
                                                {**os.environ, 'CIFAR_FAST_CACHE': cache}))
         print('quick cold', json.dumps(res['quick_cold'][-1]), flush=True)
     subprocess.run([sys.executable, '-c', 'import sys; from cifar_fast.data import cifar_data; cifar_data(sys.argv[1])',
@@ -85,7 +86,8 @@ def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True) -> dict:
         print('quick', json.dumps(res['quick'][-1]), flush=True)
     for side in ('loop', 'quick'):
         rows = res[side]
-        res[f'{side}_summary'] = {k: mean_std([r[k] for r in rows]) for k in ('accuracy_tta', 'train_s', 'process_wall_s')}
+        res[f'{side}_summary'] = {k: mean_std([r[k] for r in rows])
+                                  for k in ('accuracy_tta', 'train_s', 'process_wall_s')}
     ql, qq = (statistics.mean(r['process_wall_s'] for r in res[s]) for s in ('loop', 'quick'))
     res['wall_ratio_quick_over_loop'] = round(qq / ql, 4)
     if res['quick_cold']: res['wall_ratio_cold_quick_over_loop'] = round(res['quick_cold'][0]['process_wall_s'] / ql, 4)

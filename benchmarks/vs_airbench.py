@@ -7,7 +7,7 @@ each (cuDNN autotuning, allocator, compile caches), then `--runs` runs of each, 
 accuracy with TTA as airbench reports it (mean ± std) and wall seconds per run, timed around the call with the GPU
 synchronised: airbench's = train + TTA evaluation; ours = `train()` from recipe to finished run folder (it also
 validates every epoch and writes weights, export and curves), with its own training-only seconds beside.
-Goals (issue #9): speed94 ≥ airbench94's accuracy in ≤ 1.0× its time; speed95 ≥ airbench95's + 0.5 pt, ≤ 1.0× time.
+Goals: speed94 ≥ airbench94's accuracy in ≤ 1.0× its time; speed95 ≥ airbench95's + 0.5 pt, ≤ 1.0× time.
 
     python benchmarks/vs_airbench.py --data .data/cifar10.tgz --runs 5 --pairs 94 95
 

@@ -100,7 +100,8 @@ def cmd_train(args) -> int:
 
 
 def without_nproc(argv: list[str]) -> list[str]:
-    "`argv` less `--nproc N` / `--nproc=N`: the value is dropped by position (`--epochs 2 --nproc 2` keeps `--epochs 2`)."
+    """`argv` less `--nproc N` / `--nproc=N`: the value is dropped by position
+    (`--epochs 2 --nproc 2` keeps `--epochs 2`)."""
     out, skip = [], False
     for a in argv:
         if skip: skip = False
@@ -112,7 +113,8 @@ def without_nproc(argv: list[str]) -> list[str]:
 def _hand_over_to_torchrun(args) -> int:
     "`--nproc N`: re-run this same command under torch's own launcher, one process per device, on this node."
     argv = without_nproc(sys.argv[1:])
-    if args.recipe_obj is not None and args.recipe_file: argv = ['train', args.recipe_file, *argv]  # from a recipe script
+    # from a recipe script
+    if args.recipe_obj is not None and args.recipe_file: argv = ['train', args.recipe_file, *argv]
     launch = ['--standalone', f'--nproc_per_node={args.nproc}', '-m', 'cifar_fast.cli', *argv]
     console.print(f"[dim]handing over to torchrun: {escape(' '.join(['torch.distributed.run', *launch]))}[/dim]")
     os.execv(sys.executable, [sys.executable, '-c', 'import sys; from cifar_fast.cli import torchrun; '
@@ -151,7 +153,8 @@ def cmd_runs(args) -> int:
     from .rundir import read_json, run_state
     from .sweep import sweep_groups
     root = Path(args.runs)
-    dirs = sorted((d for d in root.iterdir() if (d / 'recipe.json').is_file()), key=lambda d: d.stat().st_mtime) if root.is_dir() else []
+    dirs = sorted((d for d in root.iterdir() if (d / 'recipe.json').is_file()),
+                  key=lambda d: d.stat().st_mtime) if root.is_dir() else []
     if not dirs:
         console.print(f'No runs under {escape(str(root))}/ yet. '
                       f'Start one with [bold]cifar-fast train recipes/quick.py[/bold].')
@@ -169,8 +172,8 @@ def cmd_runs(args) -> int:
     for d in dirs:  # runs that stopped before the end and can go on from their last completed epoch
         state = run_state(d)
         if state in ('interrupted', 'crashed', 'failed') and (d / 'checkpoints' / 'last.pth').is_file():
-            console.print(f"{escape(d.name)} ({state}): resume with [bold]cifar-fast train --resume {escape(str(d))}[/bold]",
-                          highlight=False)
+            console.print(f"{escape(d.name)} ({state}): resume with "
+                          f"[bold]cifar-fast train --resume {escape(str(d))}[/bold]", highlight=False)
     return 0
 
 
@@ -205,7 +208,8 @@ def cmd_evaluate(args) -> int:
                        weights=args.weights)
     tta = f' with TTA level {res["tta"]}' if res['tta'] else ''
     console.print(f"{escape(res['recipe'])} ({escape(res['model'])}, {res['weights']} weights): test accuracy "
-                  f"[bold green]{100 * res['accuracy']:.2f}%[/bold green]{tta}, loss {res['loss']:.4f} on {res['n']:,} images")
+                  f"[bold green]{100 * res['accuracy']:.2f}%[/bold green]{tta}, "
+                  f"loss {res['loss']:.4f} on {res['n']:,} images")
     return 0
 
 
@@ -223,7 +227,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_interpret(args) -> int:
-    "Confusion matrix, per-class scores, most-confused pairs, top losses and calibration for a run, as files and tables."
+    """Confusion matrix, per-class scores, most-confused pairs, top losses and calibration for a run,
+    as files and tables."""
     from .console import confusion_table, per_class_table
     from .interpret import interpret_run
     _print_data_source(args.run_dir, args.data)
@@ -265,7 +270,8 @@ def add_sweep_parser(subparsers):
     s.add_argument('--param', action='append', default=[], metavar='NAME=V1,V2',
                    help='a recipe field and its values, e.g. --param lr=0.05,0.1 (repeat for more fields)')
     s.add_argument('--method', default='grid', choices=sweep.METHODS, help='search method (default grid)')
-    s.add_argument('--metric', default='accuracy', help=f"maximise: {', '.join(sweep.METRICS)} or none (default accuracy)")
+    s.add_argument('--metric', default='accuracy',
+                   help=f"maximise: {', '.join(sweep.METRICS)} or none (default accuracy)")
     s.add_argument('--project', help="W&B project (default: the recipe's wandb.project)")
     s.add_argument('--entity', help="W&B entity (default: the recipe's wandb.entity, else your default entity)")
     s.add_argument('--out', help='the YAML file to write (default: sweeps/<recipe name>.yaml)')
@@ -311,7 +317,8 @@ def cmd_sweep(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='cifar-fast', description='Fast, honest CIFAR-10 training on fastai.', allow_abbrev=False)
+    p = argparse.ArgumentParser(prog='cifar-fast', description='Fast, honest CIFAR-10 training on fastai.',
+                                allow_abbrev=False)
     p.add_argument('--debug', action='store_true',
                    help='show the full traceback of an error (also CIFAR_FAST_DEBUG=1)')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -322,15 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--skip-bad', action='store_true', help='skip unreadable or non-32×32 files instead of failing')
     d.set_defaults(func=cmd_data)
 
-    for name, func, hlp in (('train', cmd_train, 'train a recipe (overrides: --field value, e.g. --epochs 30 --data.batch_size 256)'),
+    for name, func, hlp in (('train', cmd_train,
+                             'train a recipe (overrides: --field value, e.g. --epochs 30 --data.batch_size 256)'),
                             ('lr-find', cmd_lr_find, "run fastai's lr_find on a recipe's exact setup")):
         t = sub.add_parser(name, help=hlp, description=hlp, allow_abbrev=False,
                            usage=f'cifar-fast {name} RECIPE [options] [--field value ...]')
         t.add_argument('--data', help='dataset path (same as --data.source)')
         t.add_argument('--runs', default='runs', help='folder that holds run folders (default: runs)')
         if name == 'train':
-            t.add_argument('--resume', metavar='RUN_DIR', help='continue an interrupted run from its last completed epoch')
-            t.add_argument('--wandb', action='store_true', help='log to Weights & Biases (same as --wandb.enabled true)')
+            t.add_argument('--resume', metavar='RUN_DIR',
+                           help='continue an interrupted run from its last completed epoch')
+            t.add_argument('--wandb', action='store_true',
+                           help='log to Weights & Biases (same as --wandb.enabled true)')
             t.add_argument('--help-fields', action='store_true', help='list every recipe field you can override')
             t.add_argument('--nproc', type=int, help="train on N processes of this node through torchrun "
                            "(same as `torchrun --standalone --nproc_per_node N -m cifar_fast.cli train ...`)")
@@ -402,7 +412,8 @@ def main(argv=None, recipe=None, recipe_file=None) -> int:
 
 
 def run_script(recipe, argv=None, recipe_file=None) -> None:
-    "What a recipe file runs as a script: `python recipes/x.py --epochs 3` == `cifar-fast train recipes/x.py --epochs 3`."
+    """What a recipe file runs as a script:
+    `python recipes/x.py --epochs 3` == `cifar-fast train recipes/x.py --epochs 3`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = 'lr-find' if argv[:1] == ['lr-find'] else 'train'
     if argv[:1] in (['lr-find'], ['train']): argv = argv[1:]

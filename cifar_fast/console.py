@@ -43,7 +43,8 @@ class RunConsole:
             self.print(f"lr_find: {sugg} → using {p['chosen']} = [bold]{p['lr']:.3e}[/bold]")
         elif kind == 'epoch':
             self.print(f"epoch {p['epoch']:>3}/{p['n_epoch']}  train_loss {p['train_loss']:.4f}  valid_loss "
-                       f"{p['valid_loss']:.4f}  accuracy {100 * p['accuracy']:6.2f}%  lr {p['lr']:.2e}  {p['seconds']:.1f}s",
+                       f"{p['valid_loss']:.4f}  accuracy {100 * p['accuracy']:6.2f}%  lr {p['lr']:.2e}  "
+                       f"{p['seconds']:.1f}s",
                        terminal=self.echo_epochs)
         elif kind == 'end':
             self.print(summary_table(p))

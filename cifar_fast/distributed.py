@@ -68,7 +68,8 @@ def any_rank(flag: bool) -> bool:
 def peer_failure(e: BaseException) -> bool:
     "Did a collective fail because another rank went away (gloo: 'Connection closed by peer', NCCL: a timeout...)?"
     text = ''.join(str(x) for x in (e, e.__cause__, e.__context__) if x)
-    return isinstance(e, dist.DistError) or any(s in text for s in ('gloo', 'NCCL', 'Connection closed', 'remote worker'))
+    return isinstance(e, dist.DistError) or any(s in text
+                                                for s in ('gloo', 'NCCL', 'Connection closed', 'remote worker'))
 
 
 def barrier() -> None:
@@ -89,7 +90,8 @@ class CifarDistributedTrainer(DistributedTrainer):
     """fastai's `DistributedTrainer` (DDP through Accelerate), corrected for fastai 2.8.12:
     1. `DistributedTrainer.__init__` builds `Accelerator()`: on a CPU it needs `cpu=True`, or Accelerate reports no
        distribution and `prepare` leaves the model unwrapped;
-    2. `DistributedTrainer.before_fit` converts to SyncBatchNorm, which only works on GPU modules: asked for only on CUDA;
+    2. `DistributedTrainer.before_fit` converts to SyncBatchNorm, which only works on GPU modules: asked for only on
+       CUDA;
     3. `DistributedTrainer._wrap_dl` wraps every loader in `DistributedDL`: our fast engine shards itself by rank
        (and validates on the whole test set), and DataBlock loaders get `CpuSafeDistributedDL`."""
     def __init__(self, sync_bn: bool = False, cpu: bool = False):

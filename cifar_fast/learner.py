@@ -113,7 +113,8 @@ def run_lr_find(learn, suggest=LR_SUGGESTIONS, num_it: int = 100) -> dict:
         rng_restore(snap, learn.dls)
         # fastai's LRFinder keeps the weights in a temporary folder under model_dir that only its after_fit removes,
         # which an interruption skips.
-        for d in (set(model_dir.glob('tmp*')) - before) if model_dir.is_dir() else (): shutil.rmtree(d, ignore_errors=True)
+        for d in (set(model_dir.glob('tmp*')) - before) if model_dir.is_dir() else ():
+            shutil.rmtree(d, ignore_errors=True)
     return dict(suggestions={k: float(v) for k, v in res._asdict().items()}, **curve)
 
 

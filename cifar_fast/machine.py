@@ -49,7 +49,8 @@ def choose(r, device, local_processes: int = 1) -> Choices:
     dev = torch.device(device)
     auto = tuple(k for k in ('precision', 'channels_last', 'compile') if getattr(r, k) == 'auto')
     auto += ('threads',) * (r.threads == 0)
-    return Choices(precision=resolve_precision(r.precision, dev), channels_last=resolve_channels_last(r.channels_last, dev),
+    return Choices(precision=resolve_precision(r.precision, dev),
+                   channels_last=resolve_channels_last(r.channels_last, dev),
                    compile=resolve_compile(r.compile, dev), threads=resolve_threads(r.threads, local_processes),
                    auto=auto)
 
@@ -76,7 +77,8 @@ def resolve_compile(value, device) -> bool:
 
 
 def resolve_threads(threads: int, local_processes: int = 1) -> int:
-    "0 -> torch's current setting, capped at this process's share of the CPUs it may run on (at least 1); else as given."
+    """0 -> torch's current setting, capped at this process's share of the CPUs it may run on (at least 1);
+    else as given."""
     if threads: return threads
     try: cores = len(os.sched_getaffinity(0))
     except AttributeError: cores = os.cpu_count() or 1  # not Linux

@@ -32,7 +32,8 @@ def norm_bias_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     """[BatchNorm biases, everything else]; fastai reports the lr of its last group, the main one. Frozen parameters
     stay in (torch skips params without grads): groups must not change size when a callback freezes one, since
     fastai's `export` rebuilds the optimiser and reloads its state."""
-    norm_ids = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.bias is not None}
+    norm_ids = {id(m.bias) for m in model.modules()
+                if isinstance(m, nn.modules.batchnorm._NormBase) and m.bias is not None}
     params = list(model.parameters())
     return [[p for p in params if id(p) in norm_ids], [p for p in params if id(p) not in norm_ids]]
 
@@ -43,7 +44,8 @@ def all_params_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     return [list(model.parameters())]
 
 
-# With speed.muon the splitter makes three groups in this order (`param_groups` names them); MuonSGD steps the middle one.
+# With speed.muon the splitter makes three groups in this order (`param_groups` names them);
+# MuonSGD steps the middle one.
 BIAS_GROUP, MUON_GROUP, REST_GROUP = 0, 1, 2
 
 
@@ -72,18 +74,19 @@ def normalize_filters_(w: torch.Tensor) -> torch.Tensor:
 
 
 class MuonSGD:
-    """One optimiser over the splitter's groups (see `muon_splitter`): group MUON_GROUP is stepped by `torch.optim.Muon`,
-    the others by `torch.optim.SGD`. fastai's `OptimWrapper` drives it like any torch optimiser: `param_groups` holds
-    SGD's group dicts and, at MUON_GROUP, a dict whose params are the real 4-D filters, so schedules, freezing and
-    the fp16 loss scaler see every parameter.
+    """One optimiser over the splitter's groups (see `muon_splitter`): group MUON_GROUP is stepped by
+    `torch.optim.Muon`, the others by `torch.optim.SGD`. fastai's `OptimWrapper` drives it like any torch optimiser:
+    `param_groups` holds SGD's group dicts and, at MUON_GROUP, a dict whose params are the real 4-D filters, so
+    schedules, freezing and the fp16 loss scaler see every parameter.
 
     Why a wrapper: torch's Muon accepts 2-D parameters only. Each filter is stepped through a 2-D shadow tensor (out,
     in·k·k) bound to it at every step: a view of the filter when it is contiguous, so Muon updates it in place; a copy
     written back afterwards when it is not (channels_last). Binding at each step also follows the filters when fastai
     moves the model to its device, and when Lookahead or a checkpoint load replaces their values."""
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.85, nesterov: bool = True, weight_decay: float = 0.,
-                 muon_momentum: float = 0.6, muon_ns_steps: int = 3, muon_normalize: bool = True, **sgd_kwargs):
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.85, nesterov: bool = True,
+                 weight_decay: float = 0., muon_momentum: float = 0.6, muon_ns_steps: int = 3,
+                 muon_normalize: bool = True, **sgd_kwargs):
         groups = [dict(g) if isinstance(g, dict) else dict(params=list(g)) for g in params]
         if len(groups) != 3:
             raise ConfigError(f"MuonSGD expects the three groups of `muon_splitter` (BatchNorm biases, conv filters, "
@@ -146,8 +149,8 @@ class MuonSGD:
 
     def load_state_dict(self, sd: dict):
         if set(sd) != {'sgd', 'muon', 'muon_group'}:
-            raise ConfigError("this optimiser state is not MuonSGD's (it was saved with speed.muon off?): resume the run "
-                              "with the recipe it was started with.")
+            raise ConfigError("this optimiser state is not MuonSGD's (it was saved with speed.muon off?): "
+                              "resume the run with the recipe it was started with.")
         self.sgd.load_state_dict(sd['sgd'])
         self.muon.load_state_dict(sd['muon'])
         self.muon_group.update(sd['muon_group'])
@@ -233,8 +236,8 @@ def param_groups(r, lr: float) -> ParamGroups:
     if r.speed.decoupled: lr, wd = decoupled_hypers(lr, r.wd, r.momentum, r.data.batch_size, r.speed.loss_reduction)
     s = r.speed.bias_lr_scale
     if r.speed.muon:
-        return ParamGroups(lr, (ParamGroup('norm_bias', s, wd / s), ParamGroup('muon', r.speed.muon_lr / lr, r.speed.muon_wd,
-                                                                                r.speed.muon_momentum),
+        return ParamGroups(lr, (ParamGroup('norm_bias', s, wd / s),
+                                ParamGroup('muon', r.speed.muon_lr / lr, r.speed.muon_wd, r.speed.muon_momentum),
                                 ParamGroup('rest', 1., wd)))
     if s == 1: return ParamGroups(lr, (ParamGroup('all', 1., wd),))
     return ParamGroups(lr, (ParamGroup('norm_bias', s, wd / s), ParamGroup('rest', 1., wd)))

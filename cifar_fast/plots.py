@@ -51,8 +51,8 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = '') -> Path:
     a1.set_xlabel('epoch'); a1.set_ylabel('loss'); a1.legend(); a1.grid(alpha=.3)
     a2.plot(ep, [100 * r['accuracy'] for r in rows], 'o-', color='tab:green')
     best = int(np.argmax([r['accuracy'] for r in rows]))
-    a2.annotate(f"best {100 * rows[best]['accuracy']:.2f}% (epoch {ep[best]})", (ep[best], 100 * rows[best]['accuracy']),
-                textcoords='offset points', xytext=(-10, -18), ha='right')
+    a2.annotate(f"best {100 * rows[best]['accuracy']:.2f}% (epoch {ep[best]})",
+                (ep[best], 100 * rows[best]['accuracy']), textcoords='offset points', xytext=(-10, -18), ha='right')
     a2.set_xlabel('epoch'); a2.set_ylabel('accuracy (%)'); a2.grid(alpha=.3)
     if title: fig.suptitle(title)
     for a in (a1, a2): a.xaxis.get_major_locator().set_params(integer=True)
@@ -67,7 +67,8 @@ def plot_lr_find(found: dict, path: str | Path, chosen: str | None = None) -> Pa
     ax.plot(lrs, losses)
     ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (smoothed)'); ax.grid(alpha=.3)
     finite = losses[np.isfinite(losses)]
-    if len(finite): ax.set_ylim(finite.min() - 0.1 * np.ptp(finite), min(finite.max(), 2.5 * finite[:max(1, len(finite) // 10)].mean()))
+    if len(finite): ax.set_ylim(finite.min() - 0.1 * np.ptp(finite),
+                                min(finite.max(), 2.5 * finite[:max(1, len(finite) // 10)].mean()))
     for (name, lr), c in zip(found['suggestions'].items(), ('tab:red', 'tab:orange', 'tab:green', 'tab:purple')):
         y = np.interp(np.log(lr), np.log(lrs), losses) if len(lrs) else 0
         ax.plot([lr], [y], 'o', color=c, ms=8 if name == chosen else 6,

@@ -108,7 +108,8 @@ class RunInterpretation:
     def confusion(self) -> np.ndarray: return confusion_matrix(self.targs.numpy(), self.preds, len(self.classes))
 
     @cached_property
-    def per_class(self) -> dict[str, np.ndarray]: return per_class_metrics(self.targs.numpy(), self.preds, self.confusion)
+    def per_class(self) -> dict[str, np.ndarray]:
+        return per_class_metrics(self.targs.numpy(), self.preds, self.confusion)
 
     @cached_property
     def calibration(self) -> dict[str, np.ndarray]: return calibration_bins(self.probs, self.targs)

@@ -16,14 +16,15 @@ def check_launch(r: Recipe, info: DistInfo, device) -> None:
         raise ConfigError(f"recipe field sam={r.sam} with fp16 (precision={r.precision!r} on {device}): SAM's second "
                           f"backward pass does not work with fp16's loss scaler. Use --precision bf16 or fp32.")
     if r.speed.whiten and not r.model.startswith('fastnet'):
-        raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), not {r.model!r}.")
+        raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), "
+                          f"not {r.model!r}.")
     if r.data.train_size is not None and r.data.train_size < r.data.batch_size:
         raise ConfigError(f"data.train_size={r.data.train_size} is smaller than one batch (data.batch_size="
                           f"{r.data.batch_size}): the last partial batch is dropped, so nothing would train. Use "
                           f"--data.batch_size {r.data.train_size} or less, or more training images.")
     if info.distributed and isinstance(r.lr, str):
-        raise ConfigError(f"lr={r.lr!r} runs lr_find, which runs in one process: run `cifar-fast lr-find RECIPE` first, "
-                          f"then train with --lr <number>.")
+        raise ConfigError(f"lr={r.lr!r} runs lr_find, which runs in one process: run `cifar-fast lr-find RECIPE` "
+                          f"first, then train with --lr <number>.")
     if info.distributed and r.data.batch_size % info.world_size:
         raise ConfigError(f"data.batch_size={r.data.batch_size} is the global batch: it must divide evenly over the "
                           f"{info.world_size} processes.")

@@ -37,7 +37,8 @@ def fld(default, help: str = '', choices=None, lo=None, hi=None, lo_open=False, 
 class DataConfig:
     "Where the images come from and how batches are made."
     source: str | None = fld(None, 'folder, archive or torchvision pickles; default $CIFAR_FAST_DATA, then download')
-    engine: str = fld('fast', "'fast' (device-resident tensors) or 'datablock' (fastai DataBlock)", ('fast', 'datablock'))
+    engine: str = fld('fast', "'fast' (device-resident tensors) or 'datablock' (fastai DataBlock)",
+                      ('fast', 'datablock'))
     batch_size: int = fld(512, 'training batch size (the global batch when distributed)', lo=1)
     val_batch_size: int | None = fld(None, 'validation batch size; default 2 × batch_size', lo=1)
     train_size: int | None = fld(None, 'stratified deterministic training subset (images)', lo=1)
@@ -47,7 +48,8 @@ class DataConfig:
     flip: bool = fld(True, 'random horizontal flip')
     alt_flip: bool = fld(False, "airbench's alternating flip (fast engine)")
     cutout: int = fld(0, 'cutout square side in pixels (0 = off)', lo=0, hi=32)
-    policy: str | None = fld(None, "per-image policy 'trivial' (TrivialAugmentWide) or 'auto' (AutoAugment), datablock engine", ('trivial', 'auto'))
+    policy: str | None = fld(None, "per-image policy 'trivial' (TrivialAugmentWide) or 'auto' (AutoAugment), "
+                             "datablock engine", ('trivial', 'auto'))
     num_workers: int | None = fld(None, 'decode processes (first decode) and DataBlock workers', lo=0)
     skip_bad: bool = fld(False, 'skip unreadable or non-32×32 files instead of failing')
 
@@ -69,28 +71,34 @@ class WandbConfig:
 @dataclass(frozen=True)
 class SpeedConfig:
     "airbench's training techniques (cifar_fast.callback.speed), each off by default."
-    whiten: bool = fld(False, "initialise the model's 2×2 whitening stem from training patches, weights frozen (fastnet)")
+    whiten: bool = fld(False, "initialise the model's 2×2 whitening stem from training patches, weights frozen "
+                       "(fastnet)")
     whiten_bias_epochs: int = fld(3, 'epochs during which the whitening bias trains', lo=0)
     bias_lr_scale: float = fld(1.0, 'lr multiplier for BatchNorm biases (their weight decay divided by the same)', lo=0,
                                lo_open=True)
-    decoupled: bool = fld(False, 'lr and wd in airbench units: per 1024 examples, decoupled from momentum and batch size')
+    decoupled: bool = fld(False, 'lr and wd in airbench units: per 1024 examples, decoupled from momentum and '
+                          'batch size')
     loss_reduction: str = fld('mean', "'mean' or 'sum' over the batch (sum: lr per example)", ('mean', 'sum'))
     lookahead: bool = fld(False, 'lookahead-style weight averaging (airbench)')
     lookahead_start: int = fld(3, 'first epoch of weight averaging', lo=0)
     lookahead_every: int = fld(5, 'steps between averaging updates', lo=1)
-    ema: float = fld(0.0, "decay of an exponential moving average of the weights (timm's ModelEmaV3), which validation, "
-                     "the final evaluation and the export use; 0 = off", lo=0, hi=1, hi_open=True)
-    ema_warmup: bool = fld(True, "timm's decay warm-up, min(ema, 1 − (1 + step)^(−2/3)): early on the average follows the weights")
-    sync_every: int = fld(1, 'read the loss back to the host every N batches (1 = fastai default; >1 for small nets on GPU)', lo=1)
-    muon: bool = fld(False, 'torch.optim.Muon for the conv filters (4-D weights), Nesterov SGD for the rest (airbench94_muon)')
+    ema: float = fld(0.0, "decay of an exponential moving average of the weights (timm's ModelEmaV3), which "
+                     "validation, the final evaluation and the export use; 0 = off", lo=0, hi=1, hi_open=True)
+    ema_warmup: bool = fld(True, "timm's decay warm-up, min(ema, 1 − (1 + step)^(−2/3)): early on the average "
+                           "follows the weights")
+    sync_every: int = fld(1, 'read the loss back to the host every N batches (1 = fastai default; >1 for small nets '
+                          'on GPU)', lo=1)
+    muon: bool = fld(False, 'torch.optim.Muon for the conv filters (4-D weights), Nesterov SGD for the rest '
+                     '(airbench94_muon)')
     muon_lr: float = fld(0.24, "peak lr of the filters under Muon, scheduled like `lr`; not converted by `decoupled`: "
                          "Muon's step size does not depend on batch size or loss scale", lo=0, lo_open=True)
-    muon_momentum: float = fld(0.6, "Muon's Nesterov momentum (fixed: a one_cycle momentum schedule drives the SGD groups only)",
-                               lo=0, hi=1, hi_open=True)
-    muon_ns_steps: int = fld(3, 'Newton-Schulz iterations that orthogonalise each update (airbench: 3, torch default: 5)',
-                             lo=1, hi=99)
+    muon_momentum: float = fld(0.6, "Muon's Nesterov momentum (fixed: a one_cycle momentum schedule drives the SGD "
+                               "groups only)", lo=0, hi=1, hi_open=True)
+    muon_ns_steps: int = fld(3, 'Newton-Schulz iterations that orthogonalise each update (airbench: 3, torch '
+                             'default: 5)', lo=1, hi=99)
     muon_normalize: bool = fld(True, 'rescale each filter bank to norm √(out channels) before every step (airbench)')
-    muon_wd: float = fld(0.0, "Muon's decoupled weight decay of the filters (w ← w·(1 − lr·wd)); moot when normalised", lo=0)
+    muon_wd: float = fld(0.0, "Muon's decoupled weight decay of the filters (w ← w·(1 − lr·wd)); moot when "
+                         "normalised", lo=0)
 
 
 @dataclass(frozen=True)
@@ -114,11 +122,12 @@ class Recipe:
     milestones: tuple = fld(lambda: (0.5, 0.75), 'step schedule: fractions of training where lr drops')
     gamma: float = fld(0.1, 'step schedule: lr factor at each milestone', lo=0, hi=1, lo_open=True)
     opt: str = fld('sgd', 'optimiser', ('sgd', 'adam', 'adamw'))
-    momentum: float = fld(0.9, 'SGD momentum / Adam beta1 when the schedule keeps it constant', lo=0, hi=1, hi_open=True)
+    momentum: float = fld(0.9, 'SGD momentum / Adam beta1 when the schedule keeps it constant', lo=0, hi=1,
+                          hi_open=True)
     nesterov: bool = fld(True, 'Nesterov momentum (SGD)')
     wd: float = fld(5e-4, 'weight decay (L2 for sgd/adam, decoupled for adamw)', lo=0)
-    sam: float = fld(0.0, "sharpness-aware minimisation's radius ρ (SAM, Foret et al. 2021: 0.05 for SGD on CIFAR); two "
-                     "forward/backward passes per step; 0 = off", lo=0)
+    sam: float = fld(0.0, "sharpness-aware minimisation's radius ρ (SAM, Foret et al. 2021: 0.05 for SGD on "
+                     "CIFAR); two forward/backward passes per step; 0 = off", lo=0)
     sam_adaptive: bool = fld(False, 'adaptive SAM (ASAM, Kwon et al. 2021): ρ scaled by each weight (their ρ: 0.5-2)')
     label_smoothing: float = fld(0.0, 'label smoothing of the cross-entropy', lo=0, hi=1, hi_open=True)
     mixup: float = fld(0.0, 'MixUp Beta(α, α); 0 = off', lo=0)
@@ -126,9 +135,10 @@ class Recipe:
     mix_switch: float = fld(0.5, 'with both on: probability a batch uses MixUp rather than CutMix', lo=0, hi=1)
     precision: str = fld('auto', "'auto': bf16 where the device computes it natively, else fp32 (CPU) / fp16 (GPU)",
                          ('auto', 'fp32', 'bf16', 'fp16'))
-    channels_last: bool | str = fld('auto', "channels-last memory format; 'auto': on for CPU and CUDA (cifar_fast.machine)",
-                                    ('auto', True, False))
-    sync_bn: bool = fld(False, "SyncBatchNorm across processes when distributed (CUDA only: torch's works on GPU modules)")
+    channels_last: bool | str = fld('auto', "channels-last memory format; 'auto': on for CPU and CUDA "
+                                    "(cifar_fast.machine)", ('auto', True, False))
+    sync_bn: bool = fld(False, "SyncBatchNorm across processes when distributed (CUDA only: torch's works on GPU "
+                        "modules)")
     compile: bool | str = fld('auto', "torch.compile the model (compile time reported apart); 'auto': off (slower than "
                               "eager on the CPUs measured, not yet measured on a GPU: cifar_fast.machine)",
                               ('auto', True, False))
@@ -188,7 +198,8 @@ def validate(obj, prefix: str = ''):
     for f in fields(obj):
         v, m, key = getattr(obj, f.name), f.metadata, prefix + f.name
         if not _type_ok(v, hints[f.name]):
-            raise ConfigError(f"recipe field {key}={v!r}: expected {_type_name(hints[f.name])}, got {type(v).__name__}.")
+            raise ConfigError(f"recipe field {key}={v!r}: expected {_type_name(hints[f.name])}, "
+                              f"got {type(v).__name__}.")
         if m.get('choices') and v is not None and v not in m['choices']:
             raise ConfigError(f"recipe field {key}={v!r}: allowed values are {', '.join(map(repr, m['choices']))}.")
         if isinstance(v, float) and not math.isfinite(v):  # nan passes every range check below: refuse it here
@@ -197,7 +208,8 @@ def validate(obj, prefix: str = ''):
             lo, hi = m.get('lo'), m.get('hi')
             if (lo is not None and (v < lo or (m['lo_open'] and v == lo))) or \
                (hi is not None and (v > hi or (m['hi_open'] and v == hi))):
-                rng = f"{'(' if m['lo_open'] else '['}{'-∞' if lo is None else lo}, {'∞' if hi is None else hi}{')' if m['hi_open'] else ']'}"
+                rng = (f"{'(' if m['lo_open'] else '['}{'-∞' if lo is None else lo}, "
+                       f"{'∞' if hi is None else hi}{')' if m['hi_open'] else ']'}")
                 raise ConfigError(f"recipe field {key}={v!r} is out of range: allowed {rng}.")
     if isinstance(obj, Recipe): _validate_recipe(obj)
 
@@ -211,9 +223,11 @@ def _validate_recipe(r: Recipe):
     if len(r.moms) != 3 or not all(_type_ok(m, float) and 0 <= m < 1 for m in r.moms):
         raise ConfigError(f"recipe field moms={r.moms!r}: three momentums in [0, 1), e.g. (0.95, 0.85, 0.95).")
     if not all(_type_ok(m, float) and 0 < m < 1 for m in r.milestones) or list(r.milestones) != sorted(r.milestones):
-        raise ConfigError(f"recipe field milestones={r.milestones!r}: increasing fractions in (0, 1), e.g. (0.5, 0.75).")
+        raise ConfigError(f"recipe field milestones={r.milestones!r}: increasing fractions in (0, 1), "
+                          f"e.g. (0.5, 0.75).")
     if not r.name or any(c in r.name for c in '/\\ '):
-        raise ConfigError(f"recipe field name={r.name!r}: a non-empty name without spaces or slashes (it names the run folder).")
+        raise ConfigError(f"recipe field name={r.name!r}: a non-empty name without spaces or slashes "
+                          f"(it names the run folder).")
     if r.data.policy and r.data.engine != 'datablock':
         raise ConfigError(f"recipe field data.policy={r.data.policy!r} needs data.engine='datablock' "
                           f"(TrivialAugment/AutoAugment work per PIL image).")
@@ -224,13 +238,13 @@ def _validate_recipe(r: Recipe):
     if r.speed.decoupled and (r.opt != 'sgd' or isinstance(r.lr, str)):
         raise ConfigError("recipe field speed.decoupled=True needs opt='sgd' and a numeric lr (airbench's units).")
     if r.sam and r.speed.muon:
-        raise ConfigError(f"recipe field sam={r.sam!r} with speed.muon=True: SAM wraps one torch optimiser and Muon's split "
-                          f"is two; turn one of them off.")
+        raise ConfigError(f"recipe field sam={r.sam!r} with speed.muon=True: SAM wraps one torch optimiser and "
+                          f"Muon's split is two; turn one of them off.")
     if r.sam_adaptive and not r.sam:
         raise ConfigError("recipe field sam_adaptive=True needs a radius: set sam (e.g. --sam 1.0 for ASAM).")
     if r.speed.muon and r.opt != 'sgd':
-        raise ConfigError(f"recipe field speed.muon=True trains the filters with Muon and the rest with SGD: set opt='sgd' "
-                          f"(got opt={r.opt!r}).")
+        raise ConfigError(f"recipe field speed.muon=True trains the filters with Muon and the rest with SGD: "
+                          f"set opt='sgd' (got opt={r.opt!r}).")
 
 
 # ---- serialisation and hashing --------------------------------------------------------------------------------
@@ -321,7 +335,8 @@ def parse_overrides(tokens: list[str]) -> dict:
     paths, out, i = field_paths(), {}, 0
     while i < len(tokens):
         tok = tokens[i]
-        if not tok.startswith('--'): raise ConfigError(f"unexpected argument {tok!r}: overrides look like --field value.")
+        if not tok.startswith('--'):
+            raise ConfigError(f"unexpected argument {tok!r}: overrides look like --field value.")
         key, eq, val = tok[2:].partition('=')
         key = key.replace('-', '_')
         if not eq:
@@ -371,7 +386,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if not is_file:
         hint = ''
         cands = sorted(Path('recipes').glob('*.py')) if Path('recipes').is_dir() else []
-        if cands: hint = close_matches(p.stem, [c.stem for c in cands]) or f" Shipped recipes: {', '.join(c.stem for c in cands)}."
+        if cands: hint = (close_matches(p.stem, [c.stem for c in cands])
+                          or f" Shipped recipes: {', '.join(c.stem for c in cands)}.")
         raise ConfigError(f"recipe file {p} does not exist.{hint}")
     if p.suffix != '.py': raise ConfigError(f"recipe file {p} is not a Python file (.py).")
     try: ns = runpy.run_path(str(p), run_name='__cifar_fast_recipe__')

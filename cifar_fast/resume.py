@@ -32,13 +32,14 @@ def resumed_recipe(run_dir: Path) -> tuple[Recipe, dict]:
         what = ('; '.join(changes) if changes else
                 f"its hash is {dict_hash(recorded['recipe'])}, not the {recorded.get('hash')} recorded when it started")
         raise ConfigError(f"{run_dir / 'recipe.json'} was changed after the run started ({what}). A resumed run "
-                          f"continues the recipe its checkpoint was trained with: put the recorded values back, or train "
-                          f"a new run with the new values (cifar-fast train RECIPE --field value).")
+                          f"continues the recipe its checkpoint was trained with: put the recorded values back, or "
+                          f"train a new run with the new values (cifar-fast train RECIPE --field value).")
     added = sorted(set(flat_fields(to_dict(r))) - set(flat_fields(recorded['recipe'])))
     if added:
         defaults = flat_fields(to_dict(r))
         warnings.warn(f"{run_dir / 'recipe.json'} was written by an earlier version of cifar_fast: the fields "
-                      f"{', '.join(f'{k}={defaults[k]!r}' for k in added)} are new and take their defaults.", stacklevel=3)
+                      f"{', '.join(f'{k}={defaults[k]!r}' for k in added)} are new and take their defaults.",
+                      stacklevel=3)
     return r, state
 
 
@@ -49,8 +50,9 @@ def check_same_machine_choices(state: dict, device, precision: str) -> None:
     then = (str(was.get('device', '?')).split(':')[0], was.get('precision'))
     now = (str(device).split(':')[0], precision)
     if then != now:
-        warnings.warn(f"resuming on {now[0]} in {now[1]}; the checkpoint was written on {then[0]} in {then[1]}. The run "
-                      f"goes on, but its remaining epochs compute differently from an uninterrupted run's.", stacklevel=3)
+        warnings.warn(f"resuming on {now[0]} in {now[1]}; the checkpoint was written on {then[0]} in {then[1]}. "
+                      f"The run goes on, but its remaining epochs compute differently from an uninterrupted run's.",
+                      stacklevel=3)
 
 
 def recent_runs(root: Path, n: int = 5) -> str:

@@ -42,7 +42,8 @@ def record_run(run: Run, dls, source_file=None) -> None:
         data_source=str(getattr(dls, 'cifar_source', None)), n_train=len(dls.train.dataset),
         n_valid=len(dls.valid.dataset), params=run.n_params, world_size=run.info.world_size,
         cpu_bf16_native=cpu_has_native_bf16(),
-        wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'), compile_cache=str(compile_cache_dir()) if run.choices.compile else None)))
+        wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'),
+        compile_cache=str(compile_cache_dir()) if run.choices.compile else None)))
     write_json(d / 'data.json', dict(classes=[str(c) for c in dls.vocab], mean=list(CIFAR_STATS[0]),
                                      std=list(CIFAR_STATS[1]), size=32, channels='RGB',
                                      stats_source='fastai.vision.data.cifar_stats'))

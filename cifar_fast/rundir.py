@@ -97,7 +97,8 @@ def _alive(d: Path, status: dict) -> bool:
     "Is the process that wrote 'running' still there? Its lock says; a run from before locks, its pid on this host."
     locked = is_locked(d)
     if locked is not None: return locked
-    if status.get('host', socket.gethostname()) != socket.gethostname() or 'pid' not in status: return True  # cannot tell
+    # another host's process, or no pid: cannot tell
+    if status.get('host', socket.gethostname()) != socket.gethostname() or 'pid' not in status: return True
     try: os.kill(int(status['pid']), 0)
     except ProcessLookupError: return False
     except (PermissionError, ValueError): pass
@@ -129,7 +130,8 @@ def git_info(path: Path) -> dict:
         return subprocess.run(['git', *a], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
     try:
         commit = git('rev-parse', 'HEAD')
-        return dict(commit=commit or None, dirty=bool(git('status', '--porcelain', '--untracked-files=no')) if commit else None)
+        return dict(commit=commit or None,
+                    dirty=bool(git('status', '--porcelain', '--untracked-files=no')) if commit else None)
     except (OSError, subprocess.SubprocessError): return dict(commit=None, dirty=None)
 
 
@@ -159,7 +161,8 @@ def os_error_message(e: OSError) -> str:
     path = e.filename or 'a file'
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         why = 'no space left (disk full or file-size limit)'
-        fix = 'free some space, or write elsewhere: --runs FOLDER for run folders, CIFAR_FAST_CACHE=FOLDER for the cache'
+        fix = ('free some space, or write elsewhere: --runs FOLDER for run folders, '
+               'CIFAR_FAST_CACHE=FOLDER for the cache')
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = 'not writable (permission denied or read-only file system)'
         fix = 'choose a folder you can write: --runs FOLDER for run folders, CIFAR_FAST_CACHE=FOLDER for the cache'

@@ -23,7 +23,8 @@ def holder(run_dir: Path) -> dict:
 
 
 def describe(h: dict) -> str:
-    return f"pid {h.get('pid', '?')} on host {h.get('host', '?')}" + (f" (since {h['since']})" if h.get('since') else '')
+    since = f" (since {h['since']})" if h.get('since') else ''
+    return f"pid {h.get('pid', '?')} on host {h.get('host', '?')}{since}"
 
 
 class RunLock:
@@ -40,9 +41,10 @@ class RunLock:
             except BlockingIOError: time.sleep(0.05)
         else:
             os.close(fd)
-            raise ConfigError(f"run {self.run_dir} is being trained by another process ({describe(holder(self.run_dir))}): "
-                              f"two processes would both write its checkpoints and metrics. Wait for it to end, or stop "
-                              f"it, then `cifar-fast train --resume {self.run_dir}`.") from None
+            raise ConfigError(f"run {self.run_dir} is being trained by another process "
+                              f"({describe(holder(self.run_dir))}): two processes would both write its checkpoints "
+                              f"and metrics. Wait for it to end, or stop it, then "
+                              f"`cifar-fast train --resume {self.run_dir}`.") from None
         me = dict(host=socket.gethostname(), pid=os.getpid(), since=time.strftime('%Y-%m-%dT%H:%M:%S'))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)  # in place: the lock is on this file, so it is never renamed

@@ -120,7 +120,8 @@ def train(r: Recipe | None, run_dir: str | Path | None = None, resume: str | Pat
     log = log if isinstance(log, RunConsole) else RunConsole()  # console.log is written either way
     try:
         with StopSignals(distributed=dist_info().distributed) as signals:
-            return _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file, data, signals)
+            return _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs, source_file, data,
+                          signals)
     finally: log.close()
 
 
@@ -198,7 +199,8 @@ def build(run: Run, source_file=None) -> None:
     apply_threads(run.choices.threads)
     source, why = run.data
     dls = recipe_dls(r, run.device, info.rank, info.world_size, progress=run.show_progress, stats=CIFAR_STATS,
-                     source=source, source_origin=why, origin=None if run.state is None else str(run.run_dir / 'recipe.json'),
+                     source=source, source_origin=why,
+                     origin=None if run.state is None else str(run.run_dir / 'recipe.json'),
                      channels_last=run.choices.channels_last)
     if len(dls.train) == 0:
         raise ConfigError(f"the training set ({len(dls.train.dataset)} images) is smaller than one batch "
@@ -327,8 +329,8 @@ def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root
     apply_threads(choices.threads)
     set_seed(r.seed, reproducible=True)
     show_progress = interactive() if show_progress is None else show_progress
-    learn = build_learner(r, recipe_dls(r, device, progress=show_progress, channels_last=choices.channels_last), out_dir,
-                          choices)
+    dls = recipe_dls(r, device, progress=show_progress, channels_last=choices.channels_last)
+    learn = build_learner(r, dls, out_dir, choices)
     quiet_progress(learn, show_progress)
     found = run_lr_find(learn)
     write_json(out_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))

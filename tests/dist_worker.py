@@ -31,7 +31,8 @@ if __name__ == '__main__':
     p.add_argument('--data'); p.add_argument('--runs'); p.add_argument('--out')
     p.add_argument('--epochs', type=int, default=2); p.add_argument('--die-rank', type=int); p.add_argument('--resume')
     a = p.parse_args()
-    r = Recipe(name='dist', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=a.epochs, lr=0.02, seed=0,
+    r = Recipe(name='dist', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=a.epochs, lr=0.02,
+               seed=0,
                data=DataConfig(source=a.data, batch_size=32),
                precision='fp32')  # validation and the later evaluate in one precision: their accuracies compare exactly
     cbs = [IndexLog(a.out)] + ([Die(a.die_rank, 1)] if a.die_rank is not None else [])

@@ -24,7 +24,8 @@ def last_weights(run_dir):
 
 
 def assert_resume_matches(recipe, tmp_path, epoch: int, it: int):
-    "Train `recipe` whole, and again cut at (epoch, it) then resumed: the final weights must be identical. The whole run's result."
+    """Train `recipe` whole, and again cut at (epoch, it) then resumed: the final weights must be identical.
+    The whole run's result."""
     full = train(recipe, runs_root=tmp_path / 'full')
     cut = train(recipe, runs_root=tmp_path / 'cut', extra_cbs=[SignalAt(epoch, it)]).run_dir
     train(None, resume=cut)

@@ -1,4 +1,4 @@
-"""Faults around the decode cache and unusual images (issue 16): a damaged cache entry is rebuilt with a warning; an
+"""Faults around the decode cache and unusual images: a damaged cache entry is rebuilt with a warning; an
 unwritable cache is one message with the fix and no leftovers; 16-bit images are scaled, not clipped."""
 import errno
 import json

@@ -25,7 +25,8 @@ def _nothing_cached(cache):
 def test_decoded_equals_pil(data, fresh_cache):
     a = load_arrays(resolve_source(data))
     i = a.files['test'].index('test/dog/0003.png')
-    assert np.array_equal(a.x['test'][i].transpose(1, 2, 0), np.asarray(Image.open(data / 'test/dog/0003.png').convert('RGB')))
+    img = np.asarray(Image.open(data / 'test/dog/0003.png').convert('RGB'))
+    assert np.array_equal(a.x['test'][i].transpose(1, 2, 0), img)
     assert a.classes[a.y['test'][i]] == 'dog'
     assert a.counts('train') == [20] * 10 and a.counts('test') == [10] * 10
 

@@ -17,11 +17,13 @@ WORKER = Path(__file__).with_name('dist_worker.py')
 
 def torchrun(*args, timeout=240):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
 def _rows(d):
-    with open(d / 'metrics.csv') as f: return [{k: v for k, v in r.items() if k != 'seconds'} for r in csv.DictReader(f)]
+    with open(d / 'metrics.csv') as f:
+        return [{k: v for k, v in r.items() if k != 'seconds'} for r in csv.DictReader(f)]
 
 
 @pytest.fixture(scope='module')
@@ -63,10 +65,11 @@ def test_a_dead_rank_fails_the_job_and_the_run_resumes(full_run, synthetic, tmp_
 def test_nproc_hands_over_to_torchrun(synthetic, tmp_path):
     recipe = tmp_path / 'tiny.py'
     recipe.write_text("from cifar_fast import DataConfig, Recipe\n"
-                      "recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=1,"
-                      f" lr=0.02, data=DataConfig(source={str(synthetic)!r}, batch_size=32))\n")
+                      "recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]),"
+                      f" epochs=1, lr=0.02, data=DataConfig(source={str(synthetic)!r}, batch_size=32))\n")
     # `--epochs 2` beside `--nproc 2`: the hand-over must drop the launcher's value, not the first '2' it sees
-    p = subprocess.run([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--epochs', '2', '--nproc', '2', '--runs', tmp_path / 'runs'],
+    p = subprocess.run([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--epochs', '2', '--nproc', '2',
+                        '--runs', tmp_path / 'runs'],
                        capture_output=True, text=True, timeout=240, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert p.returncode == 0, p.stderr[-3000:]
     (d,) = list((tmp_path / 'runs').iterdir())
@@ -140,9 +143,11 @@ def test_one_ctrl_c_under_torchrun_stops_every_rank_at_one_batch_without_a_trace
     import time
     recipe = tmp_path / 'tiny.py'
     recipe.write_text("from cifar_fast import DataConfig, Recipe\n"
-                      "recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]), epochs=60,"
-                      f" lr=0.02, tta=0, precision='fp32', data=DataConfig(source={str(synthetic)!r}, batch_size=32))\n")
-    p = subprocess.Popen([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--nproc', '2', '--runs', tmp_path / 'runs'],
+                      "recipe = Recipe(name='tiny', model='fastnet_cpu', model_kwargs=dict(widths=[8, 16, 32]),"
+                      " epochs=60, lr=0.02, tta=0, precision='fp32',"
+                      f" data=DataConfig(source={str(synthetic)!r}, batch_size=32))\n")
+    p = subprocess.Popen([sys.executable, '-m', 'cifar_fast.cli', 'train', recipe, '--nproc', '2',
+                          '--runs', tmp_path / 'runs'],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
     deadline = time.monotonic() + 180

@@ -28,7 +28,8 @@ def test_both_engines_yield_identical_validation_tensors(synthetic, sizes):
 def _labelled_images(n=100):
     "Images whose every pixel equals 2*label, so a batch proves its labels travel with its images."
     y = torch.arange(n) % 10
-    return CifarTensors((2 * y).to(torch.uint8).view(-1, 1, 1, 1).expand(n, 3, 32, 32).clone(), y, [str(i) for i in range(10)])
+    x = (2 * y).to(torch.uint8).view(-1, 1, 1, 1).expand(n, 3, 32, 32).clone()
+    return CifarTensors(x, y, [str(i) for i in range(10)])
 
 
 def test_every_image_once_per_epoch_with_its_label():
@@ -73,8 +74,10 @@ def learn(synthetic, tmp_path_factory):
     from fastai.vision.all import CrossEntropyLossFlat, Learner, accuracy
     torch.manual_seed(0)
     dls = cifar_dls(synthetic, bs=32, device='cpu', seed=0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path_factory.mktemp('learn'))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 10))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
+                    path=tmp_path_factory.mktemp('learn'))
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(6, 3e-2)
     return learn
 

@@ -1,6 +1,7 @@
 """Interpretation on the synthetic fixture: every table checked against an independent computation (counted by hand
-in plain Python, since the code under test uses scikit-learn; numpy; a full sort), the files and figures written, plain cross-entropy after MixUp + label smoothing, the Learner
-and run-folder paths agreeing, and clear errors on bad input. One tiny run is trained per module."""
+in plain Python, since the code under test uses scikit-learn; numpy; a full sort), the files and figures written,
+plain cross-entropy after MixUp + label smoothing, the Learner and run-folder paths agreeing, and clear errors on bad
+input. One tiny run is trained per module."""
 import csv
 import shutil
 

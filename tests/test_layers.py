@@ -53,7 +53,8 @@ def top(module: str) -> str: return module.split('.')[1] if module.count('.') el
 
 def test_the_table_names_every_module():
     tops = {top(m) for m in MODULES} - {''}
-    assert tops == set(layers()), f'modules missing from the table: {tops - set(layers())}; stale: {set(layers()) - tops}'
+    assert tops == set(layers()), (f'modules missing from the table: {tops - set(layers())}; '
+                                   f'stale: {set(layers()) - tops}')
 
 
 @pytest.mark.parametrize('name', sorted(m for m in MODULES if m != 'cifar_fast'))

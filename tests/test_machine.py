@@ -55,12 +55,14 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
 
 
 def test_auto_layout_compile_and_threads_follow_the_device(monkeypatch):
-    "The rules as a table, the machine stubbed: NHWC on CPU and CUDA, no compile until it is measured to pay, threads shared out."
+    """The rules as a table, the machine stubbed: NHWC on CPU and CUDA, no compile until it is measured to pay,
+    threads shared out."""
     monkeypatch.setattr(M.os, 'sched_getaffinity', lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(M.torch, 'get_num_threads', lambda: 16)  # torch's default: the machine's cores, say 16
     r = Recipe()
     assert (r.channels_last, r.compile, r.threads) == ('auto', 'auto', 0)  # every shipped default is automatic
-    for device, cl, comp in (('cpu', True, False), ('cuda', True, False), ('cuda:1', True, False), ('meta', False, False)):
+    for device, cl, comp in (('cpu', True, False), ('cuda', True, False), ('cuda:1', True, False),
+                             ('meta', False, False)):
         c = choose(r, device)
         assert (c.channels_last, c.compile, c.threads) == (cl, comp, 8), device
         assert set(c.auto) == {'precision', 'channels_last', 'compile', 'threads'}
@@ -68,7 +70,8 @@ def test_auto_layout_compile_and_threads_follow_the_device(monkeypatch):
     monkeypatch.setattr(M.torch, 'get_num_threads', lambda: 1)  # OMP_NUM_THREADS=1, or a caller's set_num_threads(1)
     assert choose(r, 'cpu').threads == 1
     fixed = choose(r.replace(channels_last=False, compile=True, threads=3, precision='fp32'), 'cpu')
-    assert (fixed.channels_last, fixed.compile, fixed.threads, fixed.precision, fixed.auto) == (False, True, 3, 'fp32', ())
+    assert (fixed.channels_last, fixed.compile, fixed.threads, fixed.precision, fixed.auto) == \
+        (False, True, 3, 'fp32', ())
 
 
 def test_cli_overrides_each_choice_and_refuses_other_values():
@@ -89,7 +92,8 @@ def test_env_json_records_what_the_run_used(recipe, tmp_path, keep_threads):
     env = read_json(res.run_dir / 'env.json')
     cores = min(torch.get_num_threads(), len(os.sched_getaffinity(0)))
     assert env['choices'] == dict(precision=dict(value=env['precision'], chosen='auto'),
-                                  channels_last=dict(value=True, chosen='auto'), compile=dict(value=False, chosen='auto'),
+                                  channels_last=dict(value=True, chosen='auto'),
+                                  compile=dict(value=False, chosen='auto'),
                                   threads=dict(value=cores, chosen='auto'))
     conv = next(m for m in res.learn.raw_model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -24,8 +24,9 @@ from cifar_fast.models.resnet import BasicBlock, CifarResNet
 from cifar_fast.models.wide_resnet import PreActBlock, wide_resnet
 
 ALL = list_models()
-# The issue's parameter counts (in millions, two decimals) and the options they were quoted for.
-ISSUE_PARAMS = {
+# The parameter counts these networks are quoted with (in millions, two decimals) and the options they were quoted
+# for; each entrypoint's exact count and its source are declared where it is registered.
+QUOTED_PARAMS = {
     'resnet20': (0.27, {}), 'resnet32': (0.46, {}), 'resnet44': (0.66, {}), 'resnet56': (0.85, {}),
     'resnet110': (1.73, {}), 'resnet18_5m': (4.91, {}), 'resnet18': (11.17, {}), 'resnet9': (6.57, {}),
     'wrn28_3_5': (4.48, {}), 'wrn16_8': (10.96, {}), 'wrn40_4': (8.95, {}), 'wrn28_10': (36.48, {}),
@@ -33,7 +34,7 @@ ISSUE_PARAMS = {
 }
 # Small, fast nets covering every family, for the tests that train.
 SMALL = ['resnet20', 'resnet18_5m', 'resnet9', 'wrn16_4', 'vgg11', 'fastnet_cpu']
-# The options each entrypoint named in its signature before issue 15 passed **kwargs on to family builders, plus
+# The options each entrypoint named in its signature before entrypoints passed **kwargs on to family builders, plus
 # FastNet's whiten_kernel, which its builder adds; a change here changes what recipes may set.
 FASTNET_OPTIONS = ('widths', 'whiten_kernel', 'whiten_width', 'scale', 'bn_momentum', 'bn_eps', 'train_bn_scale',
                    'dirac')
@@ -92,9 +93,9 @@ def test_declared_params_equal_measured(name):
     assert count_params(built(name)) == registry._models[name].params
 
 
-@pytest.mark.parametrize('name', sorted(ISSUE_PARAMS))
-def test_params_match_issue(name):
-    millions, kw = ISSUE_PARAMS[name]
+@pytest.mark.parametrize('name', sorted(QUOTED_PARAMS))
+def test_params_match_quoted(name):
+    millions, kw = QUOTED_PARAMS[name]
     n = count_params(create_model(name, **kw) if kw else built(name))
     # 0.5%, or the quoted figure's own rounding (±0.005M at two decimals), whichever is looser: He et al.'s 0.46M
     # for ResNet-32 is 464,154 rounded, 0.9% off the rounded figure.

@@ -48,7 +48,8 @@ def test_steps_match_torch_muon_on_flattened_filters_and_sgd_on_the_rest(channel
     groups = muon_splitter(ref)
     flat = [nn.Parameter(p.detach().reshape(len(p), -1).clone()) for p in groups[MUON_GROUP]]
     muon = torch.optim.Muon(flat, lr=0.24, momentum=0.6, nesterov=True, weight_decay=0., ns_steps=3)
-    sgd = torch.optim.SGD(groups[BIAS_GROUP] + groups[REST_GROUP], lr=0.1, momentum=0.85, nesterov=True, weight_decay=1e-3)
+    sgd = torch.optim.SGD(groups[BIAS_GROUP] + groups[REST_GROUP], lr=0.1, momentum=0.85, nesterov=True,
+                          weight_decay=1e-3)
     for step in range(3):
         grads(m, step); grads(ref, step)
         opt.step()
@@ -75,7 +76,8 @@ def test_state_dict_round_trip_continues_identically():
     assert opt_b.param_groups[REST_GROUP] is opt_b.sgd.param_groups[-1]  # fastai's hyperparameters still reach SGD
     grads(a, 1); grads(b, 1); opt_a.step(); opt_b.step()
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
-    with pytest.raises(ConfigError, match='speed.muon off'): opt_b.load_state_dict(torch.optim.SGD(b.parameters(), lr=.1).state_dict())
+    sgd_state = torch.optim.SGD(b.parameters(), lr=.1).state_dict()
+    with pytest.raises(ConfigError, match='speed.muon off'): opt_b.load_state_dict(sgd_state)
 
 
 def test_zero_grad_clears_filters_too():

@@ -26,7 +26,8 @@ def test_stored_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == 'code' and (c.outputs or c.execution_count)]
-    assert not dirty, f'{path.name}: cells {dirty} hold outputs; run `jupyter nbconvert --clear-output --inplace {path}`'
+    assert not dirty, (f'{path.name}: cells {dirty} hold outputs; '
+                       f'run `jupyter nbconvert --clear-output --inplace {path}`')
     assert 'widgets' not in nb.metadata
 
 
@@ -63,7 +64,8 @@ def workdir(tmp_path, monkeypatch, notebook_data) -> Path:
 def test_runs_top_to_bottom(path, workdir):
     from nbclient import NotebookClient
     nb = nbformat.read(shutil.copy(path, workdir), as_version=4)
-    try: NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(workdir)}}).execute()
+    try: NotebookClient(nb, timeout=300, kernel_name='python3',
+                        resources={'metadata': {'path': str(workdir)}}).execute()
     finally: nbformat.write(nb, workdir / path.name)  # the executed copy, outputs and all, to read after a failure
     errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']
     assert not errors

@@ -33,5 +33,6 @@ def test_an_exception_mid_validation_restores_weights_meters_and_loss(synthetic,
     assert boom.swapped_loss == 'DeviceAvgLoss'  # the swaps were in place when it raised...
     model = learn.raw_model.state_dict()
     assert all(torch.equal(model[k], v) for k, v in boom.raw.items())  # ...and the raw weights are back,
-    assert type(learn.recorder.loss) is AvgLoss and type(learn.recorder.smooth_loss) is AvgSmoothLoss  # fastai's meters,
+    # fastai's meters,
+    assert type(learn.recorder.loss) is AvgLoss and type(learn.recorder.smooth_loss) is AvgSmoothLoss
     assert type(learn.loss_func).__name__ == 'CrossEntropyLossFlat'  # and the plain loss

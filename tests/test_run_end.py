@@ -78,7 +78,8 @@ def test_best_weights_are_written_atomically(run):
     ck = res.run_dir / 'checkpoints'
     assert (ck / 'best.pth').is_file() and not [p for p in res.run_dir.rglob('*') if '.tmp' in p.name]
     sd = torch.load(ck / 'best.pth', weights_only=True)
-    assert all(torch.equal(sd[k], v) for k, v in torch.load(res.run_dir / 'model.pth', weights_only=True)['best'].items())
+    best = torch.load(res.run_dir / 'model.pth', weights_only=True)['best']
+    assert all(torch.equal(sd[k], v) for k, v in best.items())
 
 
 def test_export_carries_no_images_and_predicts_in_a_fresh_process(run, synthetic):

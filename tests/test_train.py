@@ -128,7 +128,8 @@ class _Boom(Callback):
 
 def test_an_exception_mid_fit_restores_the_loss_and_marks_the_run_failed(recipe, tmp_path):
     boom = _Boom()
-    with pytest.raises(RuntimeError, match='boom'): train(recipe.replace(mixup=0.4), runs_root=tmp_path, extra_cbs=[boom])
+    with pytest.raises(RuntimeError, match='boom'):
+        train(recipe.replace(mixup=0.4), runs_root=tmp_path, extra_cbs=[boom])
     assert type(boom.seen_loss).__name__ == 'method'  # MixUp's mixed loss was in place…
     assert type(boom.learner.loss_func).__name__ == 'CrossEntropyLossFlat'  # …and is gone after the crash
     d = next(tmp_path.iterdir())
@@ -174,7 +175,8 @@ def test_schedules_start_peak_and_end_where_asked(kind):
     f = lr_schedule(kind, 1.0, div=10, final_div=100, pct_start=0.25, milestones=(0.5, 0.75), gamma=0.1)
     vals = [float(f(p)) for p in (0.0, 0.25, 0.6, 0.999)]
     expect = dict(one_cycle=(0.1, 1.0, None, 0.01), cosine=(1.0, None, None, 0.0), step=(1.0, 1.0, 0.1, 0.01),
-                  flat_cos=(1.0, 1.0, None, 0.01), triangular=(0.1, 1.0, None, 0.01), linear_decay=(1.0, 0.75, 0.4, 0.0))[kind]
+                  flat_cos=(1.0, 1.0, None, 0.01), triangular=(0.1, 1.0, None, 0.01),
+                  linear_decay=(1.0, 0.75, 0.4, 0.0))[kind]
     for v, e in zip(vals, expect):
         if e is not None: assert v == pytest.approx(e, abs=0.02), (kind, vals)
     assert max(vals) <= 1.0 + 1e-6

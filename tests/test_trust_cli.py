@@ -1,4 +1,4 @@
-"""What a user types or downloads is data, never markup or code (issue 24): names print literally, predict reads
+"""What a user types or downloads is data, never markup or code: names print literally, predict reads
 folders, a subset report never replaces the full one, a sweep file is not overwritten silently, a recipe.json's
 model_kwargs cannot make timm read a file, and a run folder's recorded data path is followed only if it is here."""
 import contextlib

@@ -1,4 +1,4 @@
-"""Data that arrives from elsewhere is data, never code, and cannot exhaust the machine (issue 24): pickled batches run
+"""Data that arrives from elsewhere is data, never code, and cannot exhaust the machine: pickled batches run
 no code, an image's size is checked before it is decoded, archives are streamed, and concurrent loaders decode once."""
 import contextlib
 import hashlib

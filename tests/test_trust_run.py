@@ -39,7 +39,8 @@ def cli(synthetic, tmp_path, capsys, monkeypatch):
 
     def run(*argv):
         args = list(argv)
-        if args[0] == 'train' and '--resume' not in args: args = ['train', QUICK, '--data', str(synthetic), *TINY, *args[1:]]
+        if args[0] == 'train' and '--resume' not in args:
+            args = ['train', QUICK, '--data', str(synthetic), *TINY, *args[1:]]
         code = main(args)
         out = capsys.readouterr()
         return code, ' '.join((out.out + out.err).split())
@@ -50,7 +51,8 @@ def _no_traceback(text): assert 'Traceback' not in text and 'File "' not in text
 
 
 def _no_temp(root: Path):
-    left = [p for p in root.rglob('*') if '.tmp' in p.name or (p.parent.name == 'checkpoints' and p.name.startswith('tmp'))]
+    left = [p for p in root.rglob('*')
+            if '.tmp' in p.name or (p.parent.name == 'checkpoints' and p.name.startswith('tmp'))]
     assert not left, left
 
 
@@ -62,7 +64,8 @@ def _only_run(root: Path) -> Path:
 @pytest.fixture(scope='module')
 def cut_run(synthetic, tmp_path_factory):
     "A 3-epoch run stopped by SIGTERM in its second epoch: one completed epoch, resumable. Tests copy it."
-    res = T.train(_recipe(synthetic), runs_root=tmp_path_factory.mktemp('cut'), extra_cbs=[SignalAt(1, 1, signal.SIGTERM)])
+    res = T.train(_recipe(synthetic), runs_root=tmp_path_factory.mktemp('cut'),
+                  extra_cbs=[SignalAt(1, 1, signal.SIGTERM)])
     assert res.summary['state'] == 'interrupted'
     return res.run_dir
 
@@ -136,7 +139,7 @@ class SignalTwice(Callback):
 
 def test_a_second_ctrl_c_still_stops_at_the_batch_boundary_and_a_third_stops_at_once(synthetic, tmp_path):
     res = T.train(_recipe(synthetic), runs_root=tmp_path / 'two', extra_cbs=[SignalTwice(2)])
-    assert res.summary['state'] == 'interrupted' and res.summary['exit_code'] == 130 and res.summary['epochs_completed'] == 1
+    assert (res.summary['state'], res.summary['exit_code'], res.summary['epochs_completed']) == ('interrupted', 130, 1)
     assert res.summary['resume'] and run_state(res.run_dir) == 'interrupted'
     res = T.train(_recipe(synthetic), runs_root=tmp_path / 'three', extra_cbs=[SignalTwice(3)])
     assert res.summary['state'] == 'interrupted' and run_state(res.run_dir) == 'interrupted'
@@ -223,7 +226,8 @@ def test_an_edited_recipe_json_is_refused_naming_each_changed_field(cut):
     rj = read_json(cut / 'recipe.json')
     rj['recipe']['epochs'], rj['recipe']['lr'] = 5, 0.1
     write_json(cut / 'recipe.json', rj)
-    with pytest.raises(ConfigError, match=r"epochs: 3 -> 5; lr: 0.02 -> 0.1.*train a new run") as e: T.train(None, resume=cut)
+    with pytest.raises(ConfigError, match=r"epochs: 3 -> 5; lr: 0.02 -> 0.1.*train a new run") as e:
+        T.train(None, resume=cut)
     assert run_state(cut) == 'interrupted', e.value  # a refusal changes nothing in the folder
 
 
@@ -235,7 +239,8 @@ def test_a_recipe_json_without_a_newer_field_resumes_with_a_warning_naming_it(cu
     ck = torch.load(cut / 'checkpoints' / 'last.pth', weights_only=True)
     del ck['run']['recipe']['patience']
     torch.save(ck, cut / 'checkpoints' / 'last.pth')
-    with pytest.warns(UserWarning, match=r'fields patience=None are new and take their defaults'): T.train(None, resume=cut)
+    with pytest.warns(UserWarning, match=r'fields patience=None are new and take their defaults'):
+        T.train(None, resume=cut)
     assert run_state(cut) == 'complete'
 
 
@@ -272,7 +277,8 @@ def test_a_moved_dataset_is_named_and_the_users_data_is_preferred(cut, synthetic
     assert code == 2 and moved in out and 'not on this machine' in out and '--data PATH' in out, out
     monkeypatch.setenv('CIFAR_FAST_DATA', str(synthetic))
     code, out = cli('train', '--resume', str(cut))
-    assert code == 0 and '$CIFAR_FAST_DATA, preferred to the path' in (cut / 'console.log').read_text().replace('\n', ' ')
+    assert code == 0
+    assert '$CIFAR_FAST_DATA, preferred to the path' in (cut / 'console.log').read_text().replace('\n', ' ')
 
 
 # ---- the checkpoint: every key written is read back ---------------------------------------------------------------
@@ -335,5 +341,6 @@ def test_a_resumed_runs_wall_time_counts_every_segment(cut):
 
 def test_an_uninterrupted_run_has_one_segment(finished_run):
     s = read_json(finished_run / 'summary.json')
-    assert s['resumed'] == 0 and len(s['segments']) == 1 and s['wall_seconds'] == pytest.approx(s['segments'][0]['wall_seconds'], abs=0.01)
+    assert s['resumed'] == 0 and len(s['segments']) == 1
+    assert s['wall_seconds'] == pytest.approx(s['segments'][0]['wall_seconds'], abs=0.01)
 

@@ -221,7 +221,7 @@ def test_smoothed_loss_is_true_at_every_step_with_lazy_sync(recipe, tmp_path, lo
         assert h['train/smooth_loss'] == pytest.approx(val / (1 - beta ** i), rel=1e-5), h['train/step']
 
 
-# ---- online without a server: offline at once, said once (issue 16) ----------------------------------------------
+# ---- online without a server: offline at once, said once ---------------------------------------------------------
 # Before: wandb.init retried for its 90 s init_timeout plus a 10 s grace (105 s measured against port 9), then W&B was
 # off for the run. These runs take 2-6 s; 30 s leaves room for a busy 2-core machine and still fails the old wait.
 NO_SERVER_SECONDS = 30

@@ -84,8 +84,8 @@ def load_checkpoint(ck: Path) -> dict:
             warnings.warn(f"{damaged or f'{ck} is missing'}; resuming from the checkpoint before it, {prev} "
                           f"(epoch {state['epoch'] + 1}).", stacklevel=3)
         return state
-    if damaged: raise ConfigError(f"{damaged}, and there is no earlier checkpoint: this run cannot be resumed; start it "
-                                  f"again (cifar-fast train RECIPE).")
+    if damaged: raise ConfigError(f"{damaged}, and there is no earlier checkpoint: this run cannot be resumed; "
+                                  f"start it again (cifar-fast train RECIPE).")
     raise ConfigError(f"run {ck.parent.parent} has no checkpoint yet (no epoch completed); start it again.")
 
 
@@ -126,7 +126,8 @@ class Checkpointer(Callback):
         return dict(epoch=int(self.epoch), model=self.raw_model.state_dict(), opt=self.opt.state_dict(),
                     scaler=scaler.state_dict() if scaler is not None else None,
                     smooth_loss=[torch.as_tensor(sl.val).as_subclass(torch.Tensor).clone(), sl.count],
-                    trackers=[{k: getattr(cb, k) for k in ('best', 'wait') if hasattr(cb, k)} for cb in self._trackers()],
+                    trackers=[{k: getattr(cb, k) for k in ('best', 'wait') if hasattr(cb, k)}
+                              for cb in self._trackers()],
                     extra={k: obj.state_dict() for k, obj in self.extras.items()},
                     rng=rng_snapshot(self.dls), rows=self.run_rec.rows,
                     run=self.run_info() if self.run_info else {})

@@ -19,7 +19,8 @@ from ..errors import ConfigError
 
 class SAMStep(Callback):
     "Runs the SAM optimiser's two-pass step on each batch; BatchNorm statistics are updated by the first pass only."
-    order = MixedPrecision.order + 1  # after MixedPrecision's before_step (which, without a loss scaler, changes nothing)
+    # after MixedPrecision's before_step (which, without a loss scaler, changes nothing)
+    order = MixedPrecision.order + 1
 
     def before_fit(self):
         self.norms = [m for m in self.learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

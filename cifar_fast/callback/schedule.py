@@ -13,7 +13,8 @@ def lr_schedule(kind: str, lr: float, div: float = 25., final_div: float = 1e4, 
                 warmup: float = 0., milestones=(.5, .75), gamma: float = .1):
     "The lr as a function of training progress in [0, 1]."
     if kind == 'one_cycle': return combined_cos(pct_start, lr / div, lr, lr / final_div)  # as fit_one_cycle
-    if kind == 'flat_cos': return combine_scheds([pct_start, 1 - pct_start], [SchedNo(lr, lr), SchedCos(lr, lr / final_div)])
+    if kind == 'flat_cos':
+        return combine_scheds([pct_start, 1 - pct_start], [SchedNo(lr, lr), SchedCos(lr, lr / final_div)])
     if kind == 'triangular':  # airbench: linear up, linear down
         return combine_scheds([pct_start, 1 - pct_start], [SchedLin(lr / div, lr), SchedLin(lr, lr / final_div)])
     if kind == 'cosine': return _warm(warmup, lr / div, lr, SchedCos(lr, 0.))

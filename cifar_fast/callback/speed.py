@@ -31,7 +31,8 @@ def training_images(dls, n: int) -> torch.Tensor:
 def init_whitening(model: nn.Module, dls, n_images: int = 5000, eps: float = 5e-4) -> nn.Module:
     "Set a fastnet's patch-whitening stem from the first `n_images` training images and freeze its weights (airbench)."
     if not hasattr(model, 'init_whitening'):
-        raise ConfigError(f"speed.whiten needs a model with a whitening stem (a fastnet); {type(model).__name__} has none.")
+        raise ConfigError(f"speed.whiten needs a model with a whitening stem (a fastnet); "
+                          f"{type(model).__name__} has none.")
     model.init_whitening(training_images(dls, n_images).to(model.whiten.weight.device), eps)
     model.whiten.weight.requires_grad_(False)
     return model
@@ -63,7 +64,8 @@ def lookahead_update(avg: dict, model: nn.Module, decay: float):
 
 
 class Lookahead(Callback):
-    "Every `every` steps from epoch `start`, average the weights into a slow copy and copy it back; once more each epoch end."
+    """Every `every` steps from epoch `start`, average the weights into a slow copy and copy it back;
+    once more each epoch end."""
     order = Recorder.order + 4  # after the loggers (+1..+3) read this batch's loss; it only touches the weights
 
     def __init__(self, start_epoch: int = 3, every: int = 5, base: float = 0.95, power: float = 3.):
@@ -147,7 +149,8 @@ class DeviceAccuracy(Metric):
         self.correct = self.correct + (learn.pred.argmax(dim=-1) == learn.yb[0]).sum()
         self.count += len(learn.yb[0])
     @property
-    def value(self): return torch.as_tensor(self.correct, dtype=torch.float32).cpu() / self.count if self.count else None
+    def value(self):
+        return torch.as_tensor(self.correct, dtype=torch.float32).cpu() / self.count if self.count else None
     @property
     def name(self): return 'accuracy'
 
@@ -173,6 +176,7 @@ class LazySync(SwapsState, Callback):
 
     def restore(self, learn):
         "fastai's own meters back in the Recorder, wherever the fit ended."
-        if self.saved is not None: learn.recorder.__dict__.update(zip(('smooth_loss', 'loss'), self.saved)); self.saved = None
+        if self.saved is not None:
+            learn.recorder.__dict__.update(zip(('smooth_loss', 'loss'), self.saved)); self.saved = None
 
     def after_fit(self): self.restore(self.learn)

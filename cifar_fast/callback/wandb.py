@@ -36,12 +36,12 @@ from ..recipe import Recipe, recipe_hash, to_dict
 from ..rundir import read_json, write_json
 from ..wandb_mode import base_url, resolve_mode
 
-MIN_WANDB = '0.24.0'  # must be newer: 0.24.0 could fail to upload without saying so (STACK_NOTES, W&B section)
+MIN_WANDB = '0.24.0'  # must be newer: 0.24.0 could fail to upload without saying so (pyproject.toml pins wandb>0.24.0)
 # Training steps per flush: one host transfer for 25 losses instead of a sync per batch on a GPU; about 4 flushes per
 # epoch at CIFAR's 98 steps of 512, so live charts lag by a fraction of an epoch.
 LOG_EVERY = 25
 # Seconds wandb.init may wait for a server that answered the probe (a WANDB_INIT_TIMEOUT of the user's wins). wandb's
-# default is 90 s plus a 10 s grace (_INIT_TIMEOUT_GRACE_SECONDS, wandb 0.31 sdk/wandb_init.py): the ~100 s of issue 16,
+# default is 90 s plus a 10 s grace (_INIT_TIMEOUT_GRACE_SECONDS, wandb 0.31 sdk/wandb_init.py): ~100 s lost at start,
 # 105 s measured here against a refused port. 25 s: the server is up, so this only has to cover wandb-core's retries of
 # a slow request; a start that fails still costs well under a minute (26 s with the probe bypassed, refused port), and
 # the run then goes on offline.

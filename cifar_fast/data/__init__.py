@@ -6,6 +6,7 @@ from .loaders import ENGINES, CifarData, cifar_data, cifar_dls, recipe_dls, stra
 from .sources import CifarSource, cache_dir, resolve_source, run_data_source
 from .synthetic import CIFAR10_CLASSES, make_synthetic_cifar
 
-__all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_STATS', 'recipe_dls', 'CifarArrays', 'load_arrays', 'NO_AUG', 'Augment', 'CifarDataLoaders',
-           'CifarTensors', 'FastDL', 'ENGINES', 'CifarData', 'cifar_data', 'cifar_dls', 'stratified_subset',
+__all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_STATS', 'recipe_dls', 'CifarArrays', 'load_arrays', 'NO_AUG', 'Augment',
+           'CifarDataLoaders', 'CifarTensors', 'FastDL', 'ENGINES', 'CifarData', 'cifar_data', 'cifar_dls',
+           'stratified_subset',
            'CifarSource', 'cache_dir', 'resolve_source', 'run_data_source', 'CIFAR10_CLASSES', 'make_synthetic_cifar']

@@ -38,7 +38,8 @@ def _source_index(shift: torch.Tensor, length: int, pad_mode: str) -> tuple[torc
 def translate(x: torch.Tensor, shifts: torch.Tensor, pad_mode: str = 'reflect') -> torch.Tensor:
     """Shift each image by `shifts[i] = (dy, dx)` pixels, filling with `pad_mode` ('reflect' or 'zeros'):
     the same as padding by max|shift| and cropping at offset pad+shift, without materialising the padded batch."""
-    if pad_mode not in ('reflect', 'zeros'): raise ValueError(f"pad_mode must be 'reflect' or 'zeros', not {pad_mode!r}")
+    if pad_mode not in ('reflect', 'zeros'):
+        raise ValueError(f"pad_mode must be 'reflect' or 'zeros', not {pad_mode!r}")
     n, c, h, w = x.shape
     shifts = shifts.to(x.device)
     rows, rvalid = _source_index(shifts[:, 0], h, pad_mode)

@@ -128,13 +128,13 @@ def _decode_listing(src, classes, listing, num_workers, progress):
     ok = np.array([_usable(s) for s in status], dtype=bool)
     bad = [[name, s] for (_, _, name, _), s in zip(listing, status) if not _usable(s)]
     conv = [(name, s[len('converted:'):]) for (_, _, name, _), s in zip(listing, status) if s.startswith('converted:')]
-    kept = [l for l, k in zip(listing, ok) if k]  # `imgs` holds the decodable images only, in listing order
-    split_of = np.array([l[0] for l in kept])
+    kept = [e for e, k in zip(listing, ok) if k]  # `imgs` holds the decodable images only, in listing order
+    split_of = np.array([e[0] for e in kept])
     x, y, files = {}, {}, {}
     for sp in SPLITS:
         x[sp] = np.ascontiguousarray(imgs[split_of == sp])
-        y[sp] = np.array([l[1] for l in kept if l[0] == sp], dtype=np.int64)
-        files[sp] = [l[2] for l in kept if l[0] == sp]
+        y[sp] = np.array([e[1] for e in kept if e[0] == sp], dtype=np.int64)
+        files[sp] = [e[2] for e in kept if e[0] == sp]
     return classes, x, y, files, bad, conv
 
 
@@ -204,7 +204,7 @@ def _classes(origin: str, per_split: dict, labels_txt: str | None) -> list[str]:
         if empty: raise DataError(f"CIFAR-10 source {origin}: class folder(s) {', '.join(f'{sp}/{c}' for c in empty)} "
                                   f"are empty; remove them or add their images.")
     if labels_txt is None: return sorted(tr)
-    labels = [l.strip() for l in labels_txt.splitlines() if l.strip()]
+    labels = [ln.strip() for ln in labels_txt.splitlines() if ln.strip()]
     if set(labels) != tr or len(labels) != len(tr):
         raise DataError(f"CIFAR-10 source {origin}: labels.txt lists {labels} but the class folders are "
                         f"{sorted(tr)}; make them agree or delete labels.txt.")

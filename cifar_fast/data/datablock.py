@@ -45,7 +45,8 @@ class TorchvisionAugment(Transform):
 def cifar_datablock(classes, aug: Augment = Augment(), policy: str | None = None, get_items=None,
                     stats=A.CIFAR_STATS) -> DataBlock:
     """DataBlock for fastai's CIFAR layout: `GrandparentSplitter(train/test)`, `parent_label`, pad-and-random-crop,
-    flip, optional TrivialAugment/AutoAugment (`policy`) and cutout, normalised with `stats` (fastai's `cifar_stats`)."""
+    flip, optional TrivialAugment/AutoAugment (`policy`) and cutout, normalised with `stats`
+    (fastai's `cifar_stats`)."""
     if aug.alt_flip: raise ValueError("alt_flip (airbench's alternating flip) needs the fast engine (engine='fast').")
     item_tfms = []
     if policy: item_tfms.append(TorchvisionAugment(policy))

@@ -42,7 +42,8 @@ class CifarTensors:
         self.vocab = vocab if isinstance(vocab, CategoryMap) else CategoryMap(list(vocab), sort=False)
 
     def __len__(self): return len(self.x)
-    def __getitem__(self, i): return (TensorImage(self.x[i]),) + (() if self.y is None else (TensorCategory(self.y[i]),))
+    def __getitem__(self, i):
+        return (TensorImage(self.x[i]),) + (() if self.y is None else (TensorCategory(self.y[i]),))
     @property
     def c(self): return len(self.vocab)
     @property
@@ -71,7 +72,8 @@ class FastDL(DataLoader):
                  world_size: int = 1, epoch: int = 0, flip_base=None, device=None, stats=A.CIFAR_STATS, **kwargs):
         "`stats`: the (mean, std) per channel the images are normalised with; the run folder records them."
         kwargs.pop('num_workers', None)  # batches are made on the device: worker processes have nothing to do
-        self.aug, self.dtype, self.channels_last, self.rank, self.world_size = aug, dtype, channels_last, rank, world_size
+        self.aug, self.dtype, self.channels_last = aug, dtype, channels_last
+        self.rank, self.world_size = rank, world_size
         self.stats = stats
         self.epoch, self.flip_base = epoch, flip_base
         super().__init__(dataset, bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=0,
@@ -92,7 +94,8 @@ class FastDL(DataLoader):
     def get_idxs(self):
         "This rank's indices: a permutation (drawn from the loader's fastai RNG) or 0..N-1, padded and strided by rank."
         n = len(self.dataset)
-        if self.shuffle: idxs = torch.randperm(n, generator=torch.Generator().manual_seed(self.rng.randint(0, 2**63 - 1)))
+        if self.shuffle:
+            idxs = torch.randperm(n, generator=torch.Generator().manual_seed(self.rng.randint(0, 2**63 - 1)))
         else: idxs = torch.arange(n)
         if self.world_size > 1:  # pad by wrapping so every rank gets as many samples, like torch's DistributedSampler
             idxs = torch.cat([idxs, idxs[:self.n * self.world_size - n]])[self.rank::self.world_size]

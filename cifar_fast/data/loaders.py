@@ -96,7 +96,8 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
         dls = fast_dataloaders(*tensors, bs=bs, aug=aug, device=device, val_bs=val_bs, path=path, dtype=dtype,
                                channels_last=channels_last, rank=rank, world_size=world_size, stats=stats)
     else:
-        if world_size > 1: raise ConfigError("The DataBlock engine is sharded by fastai's DistributedDL: pass world_size=1.")
+        if world_size > 1:
+            raise ConfigError("The DataBlock engine is sharded by fastai's DistributedDL: pass world_size=1.")
         root = image_folder(cd.source)
         files = [root / cd.arrays.files[sp][i] for sp in ('train', 'test') for i in cd.idx[sp]]
         dblock = cifar_datablock(cd.classes, aug, policy, stats=stats)
@@ -109,8 +110,8 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
 
 
 def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, progress: bool = True, source=None,
-               engine: str | None = None, stats=A.CIFAR_STATS, origin: str | None = None, channels_last: bool | None = None,
-               source_origin: str | None = None, **data_changes):
+               engine: str | None = None, stats=A.CIFAR_STATS, origin: str | None = None,
+               channels_last: bool | None = None, source_origin: str | None = None, **data_changes):
     """A recipe's DataLoaders: the one way training, evaluation and interpretation build them. Build them after
     seeding: each fastai DataLoader draws its RNG when created. `source`, `engine` and `data_changes` (DataConfig
     fields) override the recipe's data settings, e.g. where the images are now; `origin` names where the recipe came
@@ -128,4 +129,5 @@ def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, pro
                      policy=d.policy if engine == 'datablock' else None, num_workers=d.num_workers, skip_bad=d.skip_bad,
                      device=device, rank=shards[0], world_size=shards[1], channels_last=channels_last,
                      progress=progress, stats=stats,
-                     origin=(source_origin or '--data') if source else f"data.source{' in ' + origin if origin else ''}")
+                     origin=((source_origin or '--data') if source
+                             else f"data.source{' in ' + origin if origin else ''}"))
