@@ -12,7 +12,7 @@ inside a function (tests/test_layers.py reads every import and holds the package
     3  callback                                  fastai callbacks of our own
     4  learner, training, resume, run_files,     the recipe's Learner; recipe -> Learner -> fit -> run folder;
        preflight                                 reopening an interrupted run (resume.py); what a run writes; the
-                                                 checks before a run folder exists
+                                                 checks made before a run folder exists (preflight.py)
     5  inference, interpret, sweep               using finished runs; sweep configs
     6  cli                                       the command line
 """
