@@ -163,7 +163,7 @@ def load_run_preds(run_dir, tta: int | None = None, predict: bool = False, data=
     d = Path(run_dir)
     if not d.is_dir(): raise ConfigError(f'run folder {d} does not exist (see `cifar-fast runs`).')
     state = run_state(d)
-    if state != 'complete':
+    if state != 'complete' or not (d / 'summary.json').is_file():
         raise ConfigError(f"run {d} is not finished (state: {state}): only complete runs (summary.json written) can be "
                           f"compared.")
     recipe = read_json(d / 'recipe.json')['recipe']

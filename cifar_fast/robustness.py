@@ -63,7 +63,7 @@ def robustness_run(run_dir, n: int | None = N_DEFAULT, corruptions=None, severit
     from .inference import load_run, run_data, run_dls
     d = Path(run_dir)
     if not d.is_dir(): raise ConfigError(f'run folder {d} does not exist (see `cifar-fast runs`).')
-    if run_state(d) != 'complete':
+    if run_state(d) != 'complete' or not (d / 'summary.json').is_file():
         raise ConfigError(f'run {d} is not finished (state: {run_state(d)}): robustness needs its final weights.')
     names = list(corruptions) if corruptions else [c for fam in C.FAMILIES.values() for c in fam]
     for c in names:
@@ -82,7 +82,7 @@ def robustness_run(run_dir, n: int | None = N_DEFAULT, corruptions=None, severit
         ds = run_dls(r, d, data).valid.dataset
         x_all, y_all = ds.x.permute(0, 2, 3, 1).cpu().numpy(), ds.y.cpu().numpy().astype(np.int64)
         published, label = None, LABEL
-    else:
+    else:  # the clean numbers still come from the run's own test set
         published, y_pub = _published(c_data, n)
         ds = run_dls(r, d, data).valid.dataset
         x_all, y_all = ds.x.permute(0, 2, 3, 1).cpu().numpy(), ds.y.cpu().numpy().astype(np.int64)
@@ -98,13 +98,14 @@ def robustness_run(run_dir, n: int | None = N_DEFAULT, corruptions=None, severit
     for c in names:
         if published is not None:
             if c not in published: missing[c] = 'not in the published folder given'; continue
-            ypub = y_pub[:10000]
-            pidx = np.arange(10000) if n_cell >= 10000 else stratified_subset(ypub, n_cell, seed)
+            block = len(y_pub) // 5  # severities 1-5 stacked, 10,000 images each in the published files
+            ypub = y_pub[:block]
+            pidx = np.arange(block) if n_cell >= block else stratified_subset(ypub, n_cell, seed)
         elif c in C.NOT_AVAILABLE: missing[c] = C.NOT_AVAILABLE[c]; continue
         for s in severities:
             t = time.perf_counter()
             if published is None: xc, yc = C.corrupt(x_all[idx], c, s, seed), y_all[idx]
-            else: xc, yc = np.asarray(published[c][10000 * (s - 1) + pidx]), ypub[pidx]
+            else: xc, yc = np.asarray(published[c][block * (s - 1) + pidx]), ypub[pidx]
             tc = time.perf_counter() - t
             cell = _cell(predict_uint8(model, xc, stats, tta), yc)
             rows.append(dict(corruption=c, family=C.family(c), severity=s, benchmark=c not in C.EXTRA, **cell,
@@ -131,7 +132,7 @@ def save_robustness(res: dict, out: Path, figures: bool = True) -> dict[str, Pat
     import io
     cols = ('corruption', 'family', 'severity', 'benchmark', 'accuracy', 'half', 'ece', 'n')
     buf = io.StringIO(); w = csv.writer(buf, lineterminator='\n')
-    w.writerow(['# ' + res['label']]); w.writerow(cols)
+    buf.write(f"# {res['label']}\n"); w.writerow(cols)
     w.writerow(['clean', '-', 0, '-', res['clean']['accuracy'], res['clean']['half'], res['clean']['ece'],
                 res['clean']['n']])
     for x in res['rows']: w.writerow([x[c] for c in cols])
