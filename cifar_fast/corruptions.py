@@ -105,9 +105,11 @@ def gaussian_blur(x, c, rng): return _gauss(x, c)
 
 
 def glass_blur(x, c, rng):
-    """Blur, quantise to uint8, then swap each pixel with a neighbour at an offset drawn from {-max_delta, ..,
-    max_delta - 1} (numpy's randint excludes its upper bound), bottom-right to top-left, then blur again. The swaps
-    run in the reference's order, one (h, w) position at a time, for all images at once."""
+    """Blur, quantise to uint8, then move pixels locally, bottom-right to top-left, with offsets drawn from
+    {-max_delta, .., max_delta - 1} (numpy's randint excludes its upper bound), then blur again; one (h, w) position
+    at a time, in the reference's order, for all images at once. The reference's "swap",
+    `x[h, w], x[h', w'] = x[h', w'], x[h, w]`, works on numpy views, so what it (and so the published set) does is
+    copy the neighbour into (h, w) and leave the neighbour as it was: we do the same."""
     sigma, delta, iterations = c
     n, h, w = x.shape[:3]
     y = np.uint8(np.clip(_gauss(x, sigma), 0, 1) * 255)
@@ -116,8 +118,7 @@ def glass_blur(x, c, rng):
         for i in range(h - delta, delta, -1):
             for j in range(w - delta, delta, -1):
                 dx, dy = rng.integers(-delta, delta, size=(2, n))
-                a, b = y[rows, i, j].copy(), y[rows, i + dy, j + dx].copy()
-                y[rows, i, j], y[rows, i + dy, j + dx] = b, a
+                y[rows, i, j] = y[rows, i + dy, j + dx]
     return _gauss(y / 255., sigma)
 
 

@@ -43,7 +43,7 @@ def _cell(probs: np.ndarray, y: np.ndarray) -> dict:
     return dict(accuracy=acc, ece=ece, n=len(y), half=float(1.96 * np.sqrt(acc * (1 - acc) / len(y))))
 
 
-def _published(c_data: Path, n: int):
+def _published(c_data: Path):
     "The published CIFAR-10-C folder: (corruption -> (50000, 32, 32, 3) memory-mapped array, labels)."
     d = Path(c_data)
     if not (d / 'labels.npy').is_file():
@@ -78,15 +78,10 @@ def robustness_run(run_dir, n: int | None = N_DEFAULT, corruptions=None, severit
     r, model = load_run(d)
     stats = run_data(d)['stats']
     secs = {}
-    if c_data is None:
-        ds = run_dls(r, d, data).valid.dataset
-        x_all, y_all = ds.x.permute(0, 2, 3, 1).cpu().numpy(), ds.y.cpu().numpy().astype(np.int64)
-        published, label = None, LABEL
-    else:  # the clean numbers still come from the run's own test set
-        published, y_pub = _published(c_data, n)
-        ds = run_dls(r, d, data).valid.dataset
-        x_all, y_all = ds.x.permute(0, 2, 3, 1).cpu().numpy(), ds.y.cpu().numpy().astype(np.int64)
-        label = PUBLISHED
+    published, y_pub = _published(c_data) if c_data is not None else (None, None)
+    label = LABEL if published is None else PUBLISHED
+    ds = run_dls(r, d, data).valid.dataset  # the clean numbers come from the run's own test set either way
+    x_all, y_all = ds.x.permute(0, 2, 3, 1).cpu().numpy(), ds.y.cpu().numpy().astype(np.int64)
     secs['load'] = time.perf_counter() - t0
     t = time.perf_counter()
     clean_full = _cell(predict_uint8(model, x_all, stats, tta), y_all)

@@ -4,7 +4,9 @@ the brightness shift, JPEG's quality in its quantisation tables, pixelate's size
 import colorsys
 import io
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,8 +169,10 @@ def test_robustness_refusals(finished_run, tmp_path):
 def test_robustness_cli(finished_run, tmp_path, capsys):
     from cifar_fast.compare import parser
     args = parser().parse_args(['robustness', str(finished_run), '--n', '20', '--corruption', 'fog',
-                                '--severity', '3', '--out', str(tmp_path / 'r')])
+                                '--severity', '3', '--out', str(tmp_path / 'r'), '--wandb'])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert 'regenerated' in out and 'fog' in out and 'mean corruption accuracy' in out
+    wid = out.split('W&B: logged to run ')[1].split()[0]  # offline in tests (conftest)
+    assert list(Path(os.environ['WANDB_DIR']).glob(f'wandb/offline-run-*-{wid}'))
     assert (tmp_path / 'r' / 'robustness.csv').read_text().startswith('# regenerated')
