@@ -54,7 +54,7 @@ def pair_stats(correct_a, correct_b, targs=None, classes=None, seed: int = 0) ->
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     diff, lo, hi = paired_bootstrap(a, b, seed=seed)
     a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
-    out = dict(n=int(len(a)), acc_a=float(a.mean()), acc_b=float(b.mean()), diff=diff, lo=lo, hi=hi,
+    out = dict(n=len(a), acc_a=float(a.mean()), acc_b=float(b.mean()), diff=diff, lo=lo, hi=hi,
                a_only=a_only, b_only=b_only, both=int((a & b).sum()), neither=int((~a & ~b).sum()),
                p_mcnemar=mcnemar_exact(a_only, b_only))
     if targs is not None:
@@ -185,7 +185,8 @@ def check_same_test_set(runs: list[RunPreds], tta_given: bool) -> None:
     ref = runs[0]
     for r in runs[1:]:
         for key, what in (('test_set', 'test images (names and labels: another source or subset)'),
-                          ('pixels', 'decoded test images (another source or encoding)'), ('n', 'number of test images'),
+                          ('pixels', 'decoded test images (another source or encoding)'),
+                          ('n', 'number of test images'),
                           ('classes', 'classes')):
             x, y = ref.meta.get(key), r.meta.get(key)
             if x is not None and y is not None and x != y:
@@ -224,12 +225,14 @@ def compare_runs(runs, tta: int | None = None, predict: bool = False, data=None,
     if len(groups) == 2:
         (ka, va), (kb, vb) = groups.items()
         between = dict(a=ka, b=kb, **welch([r.accuracy for r in va], [r.accuracy for r in vb]))
-    from .predictions import calibration_bins, expected_calibration_error
     import torch
+
+    from .predictions import calibration_bins, expected_calibration_error
     runs_out = [dict(run=r.name, path=str(r.run_dir), recipe=r.recipe['name'], model=r.recipe['model'],
                      seed=r.recipe.get('seed'), accuracy=r.accuracy, n=len(r.targets), tta=r.tta,
                      weights=r.meta.get('weights'), average=r.meta.get('average'), test_set=r.meta.get('test_set'),
-                     ece=expected_calibration_error(calibration_bins(torch.from_numpy(r.probs), torch.from_numpy(r.targets))))
+                     ece=expected_calibration_error(calibration_bins(torch.from_numpy(r.probs),
+                                                                     torch.from_numpy(r.targets))))
                 for r in rp]
     return dict(runs=runs_out, pairs=pairs, groups=gstats, grouped_by=by, multi_seed_groups=multi, between=between,
                 tta=rp[0].tta, classes=classes, n_boot=N_BOOT, level=LEVEL, power=POWER,
@@ -249,7 +252,8 @@ def save_comparison(res: dict, out_dir) -> dict[str, Path]:
     import csv
     import io
     d = Path(out_dir)
-    files = {'compare.json': atomic_write_bytes(d / 'compare.json', (json.dumps(res, indent=2, default=str) + '\n').encode())}
+    text = json.dumps(res, indent=2, default=str) + '\n'
+    files = {'compare.json': atomic_write_bytes(d / 'compare.json', text.encode())}
     def table(name, header, rows):
         buf = io.StringIO(); w = csv.writer(buf, lineterminator='\n'); w.writerow(header); w.writerows(rows)
         files[name] = atomic_write_bytes(d / name, buf.getvalue().encode())
@@ -332,10 +336,11 @@ def _pct(x): return f'{100 * x:.2f}%'
 
 def cmd_compare(args) -> int:
     "Print the runs, the pairs and the groups as rich tables; write the files."
+    import sys
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-    import sys
     console = Console() if sys.stdout.isatty() else Console(width=150)
     res = compare_runs(args.runs, tta=args.tta_level, predict=args.predict, data=args.data, by=args.by)
     ts = res['test_set']
@@ -383,3 +388,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cifar-fast')
     add_commands(p.add_subparsers(dest='command', required=True))
     return p
+
+
+if __name__ == '__main__':  # `python -m cifar_fast.compare compare RUN_A RUN_B` until cli.py wires `add_commands`
+    import sys
+    _args = parser().parse_args()
+    sys.exit(_args.func(_args))

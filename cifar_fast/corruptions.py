@@ -16,7 +16,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from scipy import ndimage
+
+
+def _nd():
+    "scipy.ndimage, imported on first use: the CLI's parser reads this module's tables without loading scipy."
+    from scipy import ndimage
+    return ndimage
 
 # The 15 corruptions of the benchmark (mean corruption accuracy/error is over these) and the 4 extra ones the paper
 # holds out for validation (speckle noise, Gaussian blur, spatter, saturate), by family as the paper groups them.
@@ -98,7 +103,7 @@ def impulse_noise(x, c, rng):
 
 def _gauss(x, sigma, mode='nearest'):
     "skimage.filters.gaussian per channel (scipy's filter, truncate 4, 'nearest' edges) over each image's H and W."
-    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode=mode, truncate=4.0)
+    return _nd().gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode=mode, truncate=4.0)
 
 
 def gaussian_blur(x, c, rng): return _gauss(x, c)
@@ -130,7 +135,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     k /= k.sum()
     g = np.exp(-np.arange(-1, 2) ** 2 / (2 * alias_blur ** 2))  # cv2.getGaussianKernel(3, sigma)
     g /= g.sum()
-    k = ndimage.correlate(k, np.outer(g, g), mode='mirror')  # OpenCV's default border is reflect-101 ('mirror')
+    k = _nd().correlate(k, np.outer(g, g), mode='mirror')  # OpenCV's default border is reflect-101 ('mirror')
     nz = np.argwhere(k > 0)  # crop the zero margin: it adds nothing, and the 2-D filter is then small
     (r0, c0), (r1, c1) = nz.min(0), nz.max(0)
     m = max(8 - r0, r1 - 8, 8 - c0, c1 - 8)
@@ -139,7 +144,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 def defocus_blur(x, c, rng):
     k = disk_kernel(*c)
-    return ndimage.correlate(x, k[None, :, :, None], mode='mirror')  # cv2.filter2D per channel, reflect-101
+    return _nd().correlate(x, k[None, :, :, None], mode='mirror')  # cv2.filter2D per channel, reflect-101
 
 
 def _motion(x, radius, sigma, angles):
@@ -326,11 +331,11 @@ def elastic_transform(x, c, rng):
         inv = np.linalg.inv(M)  # warpAffine samples the source at M⁻¹·(x, y) for each output pixel
         sx = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
         sy = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
-        warped = np.stack([ndimage.map_coordinates(x[k, ..., ch], [sy, sx], order=1, mode='mirror')
+        warped = np.stack([_nd().map_coordinates(x[k, ..., ch], [sy, sx], order=1, mode='mirror')
                            for ch in range(3)], -1)
-        dx, dy = (ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode='reflect', truncate=3) * alpha
+        dx, dy = (_nd().gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode='reflect', truncate=3) * alpha
                   for _ in range(2))
-        out[k] = np.stack([ndimage.map_coordinates(warped[..., ch], [rows + dy, cols + dx], order=1, mode='reflect')
+        out[k] = np.stack([_nd().map_coordinates(warped[..., ch], [rows + dy, cols + dx], order=1, mode='reflect')
                            for ch in range(3)], -1)
     return out
 

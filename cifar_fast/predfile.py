@@ -37,7 +37,7 @@ def test_set_identity(dl, targs) -> dict:
     t = np.asarray(targs, dtype=np.int64)
     h = hashlib.sha256(('\n'.join(_name(n) for n in names) if names is not None else f'unnamed:{len(t)}').encode())
     h.update(t.tobytes())
-    out = dict(test_set=h.hexdigest()[:16], n=int(len(t)))
+    out = dict(test_set=h.hexdigest()[:16], n=len(t))
     if hasattr(ds, 'x'): out['pixels'] = hashlib.sha256(ds.x.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
     return out
 
@@ -46,7 +46,8 @@ def save_predictions(run_dir: str | Path, probs: dict, targs, classes, dl, sourc
                      weights: str = 'selected', average=None) -> Path:
     """Write predictions.npz. `probs`: TTA level -> (N, C) float probabilities (torch or numpy), level 0 at least.
     `dl`: the loader predicted on (for the test set's identity); `source`: the data source (recorded as text)."""
-    probs = {int(k): np.asarray(v.float().cpu() if hasattr(v, 'float') else v, dtype=np.float32) for k, v in probs.items()}
+    probs = {int(k): np.asarray(v.float().cpu() if hasattr(v, 'float') else v, dtype=np.float32)
+             for k, v in probs.items()}
     t = np.asarray(targs.cpu() if hasattr(targs, 'cpu') else targs).astype(np.int16)
     meta = dict(version=VERSION, classes=[str(c) for c in classes], tta_levels=sorted(probs), weights=weights,
                 average=average, source=None if source is None else str(source),

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from . import corruptions as C
+from . import (
+    corruptions as C,  # numpy only at import (scipy on first use): the CLI's parser reads its tables
+)
 from .errors import ConfigError
-from .predictions import calibration_bins, expected_calibration_error
 from .rundir import atomic_write_bytes, run_state, write_json
 
 N_DEFAULT = 1000
@@ -23,21 +23,27 @@ LABEL = 'regenerated CIFAR-10-C (our code, the paper\'s parameters; not the publ
 PUBLISHED = 'published CIFAR-10-C (.npy files)'
 
 
-@torch.no_grad()
 def predict_uint8(model, x: np.ndarray, stats, tta: int = 0, bs: int = 500) -> np.ndarray:
     "(N, C) float32 probabilities of (N, H, W, 3) uint8 images, normalised with the run's `stats`."
+    import torch
+
     from .data import augment as A
     from .tta import TTAModel
     net = TTAModel(model, tta).eval() if tta else model.eval()
     dev = next(model.parameters()).device
     out = []
-    for i in range(0, len(x), bs):
-        xb = torch.from_numpy(np.ascontiguousarray(x[i:i + bs])).permute(0, 3, 1, 2).to(dev)
-        out.append(net(A.normalize(xb, *stats)).float().softmax(1).cpu())
+    with torch.no_grad():
+        for i in range(0, len(x), bs):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + bs])).permute(0, 3, 1, 2).to(dev)
+            out.append(net(A.normalize(xb, *stats)).float().softmax(1).cpu())
     return torch.cat(out).numpy()
 
 
 def _cell(probs: np.ndarray, y: np.ndarray) -> dict:
+    "Accuracy, ECE (15 bins, as interpret) and the 95% binomial half-width of one set of predictions."
+    import torch
+
+    from .predictions import calibration_bins, expected_calibration_error
     acc = float((probs.argmax(1) == y).mean())
     ece = expected_calibration_error(calibration_bins(torch.from_numpy(probs), torch.from_numpy(y)))
     return dict(accuracy=acc, ece=ece, n=len(y), half=float(1.96 * np.sqrt(acc * (1 - acc) / len(y))))
@@ -58,7 +64,8 @@ def _published(c_data: Path):
 def robustness_run(run_dir, n: int | None = N_DEFAULT, corruptions=None, severities=C.SEVERITIES, seed: int = 0,
                    tta: int = 0, data=None, c_data=None, out: str | Path | None = None, figures: bool = True) -> dict:
     """Clean accuracy, accuracy and ECE per corruption and severity, the mean corruption accuracy and error over the
-    benchmark's corruptions we have, written to `out` (default RUN_DIR/robustness/). `n`: images per cell (None: all)."""
+    benchmark's corruptions we have, written to `out` (default RUN_DIR/robustness/). `n`: images per cell (None:
+    all)."""
     from .data import stratified_subset
     from .inference import load_run, run_data, run_dls
     d = Path(run_dir)
@@ -149,6 +156,7 @@ def _grid(res: dict):
 def plot_heatmap(res: dict, path: Path) -> Path:
     "Accuracy per corruption (rows) and severity (columns), with the clean accuracy in the title."
     import io
+
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -178,11 +186,13 @@ def report(res: dict) -> str:
     lines = [f"# Robustness: {res['run']} ({res['recipe']}, {res['model']})", '',
              f"- **{res['label']}**; TTA level {res['tta']}; seed {res['seed']}",
              f"- clean accuracy {100 * res['clean']['accuracy']:.2f}% on {res['clean']['n']:,} test images "
-             f"({100 * res['clean_subset']['accuracy']:.2f}% on the {res['n_per_cell']:,}-image stratified subset every "
+             f"({100 * res['clean_subset']['accuracy']:.2f}% on the {res['n_per_cell']:,}-image stratified subset "
+             "every "
              f"cell uses; ±{100 * res['clean_subset']['half']:.1f} points, 95%)",
              f"- mean corruption accuracy {100 * res['mean_corruption_accuracy']:.2f}% "
              f"(±{100 * res['mean_corruption_accuracy_half']:.2f}, rough: cells share images), mean corruption error "
-             f"{100 * res['mean_corruption_error']:.2f}%, over {len(res['benchmark_corruptions'])} benchmark corruptions "
+             f"{100 * res['mean_corruption_error']:.2f}%, over {len(res['benchmark_corruptions'])} benchmark "
+             "corruptions "
              f"× {len(sev)} severities; all {len(names)} corruptions: {100 * res['mean_corruption_accuracy_all']:.2f}%",
              f"- ECE clean {100 * res['clean']['ece']:.2f}%, mean under shift {100 * res['mean_ece_under_shift']:.2f}%",
              ''] + [f"- not available: **{c}**: {why}" for c, why in res['not_available'].items()] + [
@@ -202,7 +212,8 @@ def log_wandb(res: dict, project: str = 'cifar-fast') -> str:
     cols = ['corruption', 'family', 'severity', 'accuracy', 'ece', 'n']
     row = {'robustness/cells': wandb.Table(columns=cols, data=[[x[c] for c in cols] for x in res['rows']])}
     if 'heatmap.png' in res['files']: row['robustness/heatmap'] = wandb.Image(res['files']['heatmap.png'])
-    wb.summary.update(dict(clean_accuracy=res['clean']['accuracy'], mean_corruption_accuracy=res['mean_corruption_accuracy'],
+    wb.summary.update(dict(clean_accuracy=res['clean']['accuracy'],
+                           mean_corruption_accuracy=res['mean_corruption_accuracy'],
                            mean_corruption_error=res['mean_corruption_error'], label=res['label']))
     wb.log(row)
     wb.finish()
@@ -215,7 +226,8 @@ def add_command(sub) -> None:
     p = sub.add_parser('robustness', help=h, description=h)
     p.add_argument('run_dir', help='a finished run folder')
     p.add_argument('--n', type=int, default=N_DEFAULT,
-                   help=f'images per corruption and severity: one fixed stratified subset (default {N_DEFAULT}; 0: all)')
+                   help=f'images per corruption and severity: one fixed stratified subset (default {N_DEFAULT}; '
+                        '0: all)')
     p.add_argument('--corruption', action='append', dest='corruptions', metavar='NAME',
                    help=f"one corruption (repeat for more; default all): {', '.join(C.available())}")
     p.add_argument('--severity', action='append', type=int, dest='severities', choices=C.SEVERITIES,
@@ -232,6 +244,7 @@ def add_command(sub) -> None:
 def cmd_robustness(args) -> int:
     "Print the per-corruption table and the headline numbers; the files are in robustness/."
     import sys
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -250,14 +263,16 @@ def cmd_robustness(args) -> int:
     for i, c in enumerate(names):
         t.add_row(c + (' *' if c in C.EXTRA else ''), C.family(c), *(f'{100 * a:.1f}' for a in acc[i]),
                   f'{100 * np.nanmean(acc[i]):.1f}')
-    for c, why in res['not_available'].items(): t.add_row(f'[dim]{c}', f'[dim]{C.family(c)}', *(['[dim]n/a'] * len(sev)),
-                                                          '[dim]n/a')
+    for c in res['not_available']:
+        t.add_row(f'[dim]{c}', f'[dim]{C.family(c)}', *(['[dim]n/a'] * len(sev)), '[dim]n/a')
     console.print(t)
-    console.print(f"clean {100 * res['clean']['accuracy']:.2f}% (subset {100 * res['clean_subset']['accuracy']:.2f}%) · "
-                  f"mean corruption accuracy [bold]{100 * res['mean_corruption_accuracy']:.2f}%[/bold] "
-                  f"(error {100 * res['mean_corruption_error']:.2f}%) over {len(res['benchmark_corruptions'])} benchmark "
-                  f"corruptions · ECE clean {100 * res['clean']['ece']:.2f}% → {100 * res['mean_ece_under_shift']:.2f}% "
-                  f"under shift · {res['seconds']['total']:.0f} s", highlight=False)
+    clean, sub = 100 * res['clean']['accuracy'], 100 * res['clean_subset']['accuracy']
+    console.print(f"clean {clean:.2f}% (subset {sub:.2f}%) · mean corruption accuracy "
+                  f"[bold]{100 * res['mean_corruption_accuracy']:.2f}%[/bold] (error "
+                  f"{100 * res['mean_corruption_error']:.2f}%) over {len(res['benchmark_corruptions'])} benchmark "
+                  f"corruptions · ECE clean {100 * res['clean']['ece']:.2f}% → "
+                  f"{100 * res['mean_ece_under_shift']:.2f}% under shift · {res['seconds']['total']:.0f} s",
+                  highlight=False)
     for c, why in res['not_available'].items(): console.print(f'[dim]not available: {c}: {escape(why)}[/dim]')
     console.print('[dim]* not in the benchmark mean (one of the paper\'s four extra corruptions)[/dim]')
     if args.wandb: console.print(f"W&B: logged to run {escape(log_wandb(res))} (job type robustness)")
