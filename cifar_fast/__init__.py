@@ -15,6 +15,7 @@ inside a function (tests/test_layers.py reads every import and holds the package
                                                  reopening an interrupted run (resume.py)
     5  inference, interpret, sweep,              using finished runs; sweep configs; is run A better than run B
        compare, robustness                       (paired tests, seed groups); accuracy under corruption
+       export, model_card, tuning                ONNX + safetensors + model card of a run; Optuna search, no server
     6  cli                                       the command line
 """
 import warnings
@@ -37,7 +38,8 @@ _LAZY = {'train': 'training', 'lr_find': 'training', 'RunResult': 'training', 'r
          'interpret_run': 'interpret', 'interpret_learner': 'interpret', 'evaluate_run': 'inference',
          'predict_images': 'inference', 'load_run': 'inference', 'run_script': 'cli',
          'compare_runs': 'compare', 'robustness_run': 'robustness', 'corrupt': 'corruptions',
-         'load_predictions': 'predfile'}
+         'load_predictions': 'predfile',
+         'load_model': 'export', 'export_run': 'export', 'tune': 'tuning'}
 
 
 def __getattr__(name):
