@@ -174,3 +174,17 @@ def test_torch_reference_is_the_runs_test_set(finished_run):
     ref = torch_reference(finished_run)
     assert ref['images'].dtype == torch.uint8 and ref['images'].shape == (100, 3, 32, 32)
     assert ref['probs'].shape == (100, 10) and len(ref['classes']) == 10
+
+
+def test_cli_export(finished_run, tmp_path, capsys):
+    "`cifar-fast export RUN` through its argparse wiring (cli.py adds it with export.add_commands)."
+    import argparse
+
+    from cifar_fast.export import add_commands
+    p = argparse.ArgumentParser()
+    add_commands(p.add_subparsers(dest='command'))
+    a = p.parse_args(['export', str(finished_run), '--out', str(tmp_path), '--legacy-exporter', '--input', 'float'])
+    assert a.func(a) == 0
+    out = capsys.readouterr().out
+    assert 'checked: onnxruntime' in out and 'model.onnx' in out and 'input float' in out
+    assert read_json(tmp_path / 'model.json')['onnx']['input'] == 'float'

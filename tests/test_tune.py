@@ -131,3 +131,9 @@ def test_cli_parses_tune_and_show():
     with pytest.raises(ConfigError, match='--trials'):
         a = p.parse_args(['tune', 'recipes/quick.py', '--param', 'lr=5..20'])
         a.func(a)
+
+
+def test_show_an_unknown_study_says_how_to_start_one(tmp_path):
+    from rich.console import Console
+    with pytest.raises(ConfigError, match='no study .*cifar-fast tune RECIPE'):
+        show('nope', str(tmp_path), Console(file=io.StringIO()))
