@@ -239,7 +239,7 @@ def load_study(d: Path):
 
 def study_summary(d: str | Path) -> dict:
     """Every trial (state, value, params, epochs run of planned, seconds), the best, and what pruning saved: the
-    epochs pruned trials did not run times their own mean epoch time."""
+    epochs pruned trials did not run times their own mean epoch time (metrics.csv's seconds: train + validation)."""
     from optuna.trial import TrialState
     d = Path(d)
     st = load_study(d)
@@ -250,8 +250,9 @@ def study_summary(d: str | Path) -> dict:
         epochs, planned = a.get('epochs'), a.get('epochs_planned')
         if run is not None and epochs is None and (run / 'metrics.csv').is_file():
             epochs = len(read_metrics(run / 'metrics.csv'))
-        if t.state == TrialState.PRUNED and epochs and planned and a.get('train_seconds'):
-            saved += (planned - epochs) * a['train_seconds'] / epochs
+        if t.state == TrialState.PRUNED and epochs and planned and run is not None and (run / 'metrics.csv').is_file():
+            secs = [m['seconds'] for m in read_metrics(run / 'metrics.csv')]  # whole epochs: training and validation
+            saved += (planned - epochs) * sum(secs) / len(secs)
         rows.append(dict(number=t.number, state=t.state.name.lower(), value=t.value, params=t.params, epochs=epochs,
                          epochs_planned=planned, wall_seconds=a.get('wall_seconds'), run_dir=str(run) if run else None,
                          run_state=run_state(run) if run is not None and run.is_dir() else None,
@@ -262,7 +263,7 @@ def study_summary(d: str | Path) -> dict:
     return dict(study=d.name, dir=str(d), trials=rows, best=best, n_complete=count('complete'),
                 n_pruned=count('pruned'), n_failed=count('fail'), n_running=count('running'),
                 wall_seconds_sum=round(sum(x['wall_seconds'] or 0 for x in rows), 1),
-                train_seconds_saved=round(saved, 1))
+                epoch_seconds_saved=round(saved, 1))
 
 
 def importances(d: str | Path) -> dict[str, float]:
@@ -367,6 +368,6 @@ def show(study: str, runs_root: str, console) -> int:
     imp = importances(d)
     if imp: console.print('importance (Optuna default evaluator): ' + ', '.join(f'{k} {v:.2f}' for k, v in imp.items()), highlight=False)
     png = plot_history(s, d / 'history.png')
-    console.print(f"pruning saved about {s['train_seconds_saved']:.0f} s of training; history: {escape(str(png))}",
+    console.print(f"pruning saved about {s['epoch_seconds_saved']:.0f} s of epochs; history: {escape(str(png))}",
                   highlight=False)
     return 0

@@ -71,7 +71,7 @@ def test_pruning_really_stops_a_trial(synthetic, tmp_path):
     assert summary['pruned'] is True and summary['pruned_at_epoch'] == 1 and summary['epochs'] == 1
     t = load_study(tmp_path / 'p').trials[0]
     assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [1]
-    assert res['train_seconds_saved'] > 0  # two epochs not run
+    assert res['epoch_seconds_saved'] > 0  # two epochs not run
     # --show: the table, and the history figure beside the journal
     from rich.console import Console
     buf = io.StringIO()
