@@ -6,14 +6,17 @@ inside a function (tests/test_layers.py reads every import and holds the package
     0  errors, console, plots, interpret_plots   messages, rendering, figures: no cifar_fast logic
     1  data, models, optim, rundir, tta,         the pieces: images, nets, optimisers, files of a run folder, one
        predictions, machine, runlock, stop,      prediction pass and the result every report derives from, the
-       wandb_mode                                run's choices for this machine (precision, layout, compile, threads),
-                                                 the run folder's one owner, stop signals, the W&B mode to start in
+       wandb_mode, predfile, corruptions         run's choices for this machine (precision, layout, compile, threads),
+                                                 the run folder's one owner, stop signals, the W&B mode to start in, a
+                                                 run's per-image predictions file, CIFAR-10-C corruptions regenerated
     2  recipe, distributed                       the Recipe value; process groups
     3  callback                                  fastai callbacks of our own
     4  learner, training, resume, run_files,     the recipe's Learner; recipe -> Learner -> fit -> run folder;
        preflight                                 reopening an interrupted run (resume.py); what a run writes; the
                                                  checks made before a run folder exists (preflight.py)
-    5  inference, interpret, sweep               using finished runs; sweep configs
+    5  inference, interpret, sweep,              using finished runs; sweep configs; is run A better than run B
+       compare, robustness                       (paired tests, seed groups); accuracy under corruption
+       export, model_card, tuning                ONNX + safetensors + model card of a run; Optuna search, no server
     6  cli                                       the command line
 """
 import warnings
@@ -34,7 +37,10 @@ _LAZY = {'train': 'training', 'lr_find': 'training', 'RunResult': 'training', 'r
          'cifar_dls': 'data', 'cifar_data': 'data', 'Augment': 'data', 'make_synthetic_cifar': 'data',
          'create_model': 'models', 'list_models': 'models', 'model_info': 'models', 'register_model': 'models',
          'interpret_run': 'interpret', 'interpret_learner': 'interpret', 'evaluate_run': 'inference',
-         'predict_images': 'inference', 'load_run': 'inference', 'run_script': 'cli'}
+         'predict_images': 'inference', 'load_run': 'inference', 'run_script': 'cli',
+         'compare_runs': 'compare', 'robustness_run': 'robustness', 'corrupt': 'corruptions',
+         'load_predictions': 'predfile',
+         'load_model': 'export', 'export_run': 'export', 'tune': 'tuning'}
 
 
 def __getattr__(name):

@@ -14,6 +14,7 @@ from .data import CIFAR_STATS
 from .learner import compile_cache_dir
 from .machine import cpu_has_native_bf16
 from .plots import plot_curves
+from .predfile import save_predictions
 from .predictions import RunInterpretation, accuracy, predict_loader, predict_split
 from .recipe import Recipe, recipe_hash, to_dict
 from .rundir import atomic_write_bytes, environment, torch_save, write_json
@@ -73,7 +74,10 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
     # WORLD_SIZE > 1, which would hang here, where rank 0 alone evaluates.
     res = predict_split(learn.raw_model, learn.dls.valid, learn.dls.vocab, split='test', title=f'{d.name} ({r.model})')
-    tta_acc = accuracy(*predict_loader(learn.raw_model, learn.dls.valid, r.tta)[:2]) if r.tta else None
+    tta_probs = predict_loader(learn.raw_model, learn.dls.valid, r.tta)[0] if r.tta else None
+    tta_acc = accuracy(tta_probs, res.targs) if r.tta else None
+    save_predictions(d, {0: res.probs, **({r.tta: tta_probs} if r.tta else {})}, res.targs, res.classes, res.dl,
+                     getattr(learn.dls, 'cifar_source', None), r.data.valid_size, r.checkpoint, weights['average'])
     best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
     torch_save(dict(best=weights['best'], last=weights['last'], best_epoch=rows[best_i]['epoch'],
                     selected=weights['selected'], average=weights['average']), d / 'model.pth')
