@@ -382,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser('models', help='list the model zoo with parameter counts and MACs')
     m.add_argument('--budget', type=float, default=5e6, help='parameter budget to check (default 5e6)')
     m.set_defaults(func=cmd_models)
+
+    # Commands whose parsers live beside what they do (each module imports its heavy parts on first use)
+    from . import compare, export, tuning
+    for module in (compare, export, tuning): module.add_commands(sub)
     return p
 
 
