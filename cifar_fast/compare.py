@@ -172,9 +172,9 @@ def load_run_preds(run_dir, tta: int | None = None, predict: bool = False, data=
     if level not in have:
         if not predict:
             what = f'no {FILE}' if not have else f'predictions at TTA level(s) {have}, not {level}'
+            other = f", or choose --tta {' or '.join(map(str, have))}" if have else ''
             raise ConfigError(f'run {d} has {what} (runs trained before {FILE} existed have none). Compute them from '
-                              f'its model.pth with --predict (compare_runs(..., predict=True)), or choose --tta ' 
-                              f'{have[0] if have else 0}.')
+                              f'its model.pth with --predict (compare_runs(..., predict=True)){other}.')
         recompute(d, level, data)
     p = load_predictions(d)
     return RunPreds(d, d.name, recipe, p['meta'], p['targets'], p['preds'][level], p['probs'][level], level)
