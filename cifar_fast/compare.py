@@ -23,6 +23,7 @@ from .rundir import atomic_write_bytes, read_json, run_state
 N_BOOT = 10_000  # bootstrap resamples: the interval's ends move by < 0.05 points between seeds at n = 10,000
 LEVEL = 0.95
 POWER = 0.8  # for the detectable difference: the conventional 80% (Cohen 1988)
+SIZES = (1.0, 0.5, 0.25)  # differences (points) whose seeds-per-arm a group reports
 
 
 # ---- pure statistics ----------------------------------------------------------------------------------------------
@@ -92,7 +93,8 @@ def group_stats(accs, level: float = LEVEL) -> dict:
     n, mean = len(a), float(a.mean())
     sd = float(a.std(ddof=1)) if n > 1 else float('nan')
     half = float(t.ppf((1 + level) / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float('nan')
-    return dict(n=n, mean=mean, std=sd, lo=mean - half, hi=mean + half, detectable=detectable_difference(sd, n))
+    return dict(n=n, mean=mean, std=sd, lo=mean - half, hi=mean + half, detectable=detectable_difference(sd, n),
+                seeds_for={f'{pts:g}': seeds_needed(sd, pts / 100) for pts in SIZES})
 
 
 def welch(a, b) -> dict:
@@ -172,9 +174,9 @@ def load_run_preds(run_dir, tta: int | None = None, predict: bool = False, data=
     if level not in have:
         if not predict:
             what = f'no {FILE}' if not have else f'predictions at TTA level(s) {have}, not {level}'
+            other = f", or choose --tta {' or '.join(map(str, have))}" if have else ''
             raise ConfigError(f'run {d} has {what} (runs trained before {FILE} existed have none). Compute them from '
-                              f'its model.pth with --predict (compare_runs(..., predict=True)), or choose --tta ' 
-                              f'{have[0] if have else 0}.')
+                              f'its model.pth with --predict (compare_runs(..., predict=True)){other}.')
         recompute(d, level, data)
     p = load_predictions(d)
     return RunPreds(d, d.name, recipe, p['meta'], p['targets'], p['preds'][level], p['probs'][level], level)
@@ -363,12 +365,14 @@ def cmd_compare(args) -> int:
     console.print(p)
     g = Table(title=f"groups (by {res['grouped_by']}): mean ± std over seeds, 95% t interval, smallest difference n "
               f"seeds per arm detect (5%, {int(100 * res['power'])}% power)", title_justify='left')
-    for c in ('group', 'n', 'mean ± std', '95% interval', 'detectable'): g.add_column(c)
+    for c in ('group', 'n', 'mean ± std', '95% interval', 'detectable', 'seeds per arm for ' + ' / '.join(
+            f'{x:g}' for x in SIZES) + ' pts'): g.add_column(c)
     for k, v in res['groups'].items():
         one = v['n'] < 2
         g.add_row(escape(k), str(v['n']), _pct(v['mean']) + ('' if one else f" ± {100 * v['std']:.2f}"),
                   '-' if one else f"[{_pct(v['lo'])}, {_pct(v['hi'])}]",
-                  '-' if one else f"{100 * v['detectable']:.2f} pts")
+                  '-' if one else f"{100 * v['detectable']:.2f} pts",
+                  '-' if one else ' / '.join(str(n or '-') for n in v['seeds_for'].values()))
     console.print(g)
     if res['between'] and not np.isnan(res['between']['p_welch']):
         b = res['between']

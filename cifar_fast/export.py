@@ -254,7 +254,7 @@ def export_run(run_dir, out: str | Path | None = None, input: str = 'uint8', tta
     if 'check' in res: files['export_check.json'] = write_json(out / 'export_check.json', res['check'])
     if card:
         from .model_card import prediction_scores, write_model_card
-        scores = prediction_scores(ref['probs'], ref['targs'], ref['classes'])
+        scores = dict(prediction_scores(ref['probs'], ref['targs'], ref['classes']), tta=tta)
         res['scores'] = dict(scores, per_class=None)
         files['model_card.md'] = write_model_card(d, out / 'model_card.md', scores, res.get('check'), meta)
     res['files'] = files
@@ -283,10 +283,12 @@ def add_commands(sub) -> None:
 
 def cmd_export(args) -> int:
     "Export, check and print what was written."
+    import sys
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=150)  # as cli.py: logs read better wide
     with console.status('Exporting and checking with onnxruntime…'):
         res = export_run(args.run_dir, args.out, args.input, args.tta, onnx=not args.no_onnx, check=not args.no_check,
                          data=args.data, weights=args.weights, dynamo=not args.legacy_exporter)

@@ -92,11 +92,15 @@ def model_card(run_dir: str | Path, scores: dict | None = None, check: dict | No
          f'- Machine: {machine}, {env.get("precision", "?")}, torch {env.get("torch", "?")}, fastai '
          f'{env.get("fastai", "?")}; {s.get("wall_seconds", "?")} s of training wall time', '',
          '## Evaluation', '']
+    tta = (scores or {}).get('tta', 0)
     if acc is not None:
-        L.append(f'- Test accuracy **{100 * acc:.2f}%** on {n:,} test images (95% Wilson interval '
-                 f'{100 * lo:.2f}–{100 * hi:.2f}%; one run, one seed: seed-to-seed spread is not included)')
-    if s.get('test_accuracy_tta') is not None:
-        L.append(f'- With TTA level {s.get("tta_level")}: {100 * s["test_accuracy_tta"]:.2f}%')
+        how = f' with flip TTA (level {tta}), as model.onnx computes' if tta else ' without TTA'
+        L.append(f'- Test accuracy of the exported model{how}: **{100 * acc:.2f}%** on {n:,} test images (95% Wilson '
+                 f'interval {100 * lo:.2f}–{100 * hi:.2f}%; one run, one seed: seed-to-seed spread is not included)')
+    if s.get('test_accuracy') is not None:
+        tta_run = (f'; with TTA level {s.get("tta_level")} {100 * s["test_accuracy_tta"]:.2f}%'
+                   if s.get('test_accuracy_tta') is not None else '')
+        L.append(f'- The run recorded (summary.json): without TTA {100 * s["test_accuracy"]:.2f}%{tta_run}')
     if check:
         run = f'; the run recorded {100 * check["accuracy_run"]:.2f}%' if check.get('accuracy_run') is not None else ''
         L.append(f'- ONNX check: onnxruntime {100 * check["accuracy_onnx"]:.2f}% vs torch {100 * check["accuracy_torch"]:.2f}%'
@@ -107,10 +111,11 @@ def model_card(run_dir: str | Path, scores: dict | None = None, check: dict | No
               '| class | precision | recall | F1 | support |', '|---|---:|---:|---:|---:|']
         L += [f'| {c["cls"]} | {c["precision"]:.3f} | {c["recall"]:.3f} | {c["f1"]:.3f} | {c["support"]} |'
               for c in scores['per_class']]
-    rob = _read(d, 'robustness.json')
+    rob = _read(d / 'robustness', 'robustness.json') or _read(d, 'robustness.json')  # `cifar-fast robustness RUN`
     L += ['', '## Robustness', '',
-          ('Measured (robustness.json): ' + ', '.join(f'{k} {v}' for k, v in rob.items() if isinstance(v, (int, float))))
-          if rob else 'Not measured for this run (no robustness.json in the run folder).', '',
+          ('Measured (robustness/robustness.json): ' + ', '.join(f'{k} {v:.4g}' for k, v in rob.items()
+                                                                 if isinstance(v, (int, float)) and k != 'seconds'))
+          if rob else 'Not measured for this run (no robustness/robustness.json: `cifar-fast robustness RUN`).', '',
           '## Intended use and limits', '',
           '- For CIFAR-10-like 32×32 photographs of the 10 classes above: teaching, benchmarking, baselines.',
           '- Not for other image sizes, other classes, or any decision about people: every input is forced into one of '

@@ -107,7 +107,7 @@ class PruneTrial(Callback):
         if 'accuracy' not in names: return
         acc, step = float(self.learn.final_record[names.index('accuracy')]), int(self.epoch) + 1
         self.trial.report(acc, step)
-        if self.trial.should_prune():
+        if step < self.n_epoch and self.trial.should_prune():  # after the last epoch there is nothing left to save
             self.pruned_at = step
             raise CancelFitException()
 
@@ -298,9 +298,11 @@ def plot_history(summary: dict, path: str | Path) -> Path:
     best, line = -1., []
     for n, v in sorted(comp):
         best = max(best, v); line.append((n, best))
-    if line: ax.step(*zip(*line), where='post', label='best so far', color='tab:green')
+    if line:
+        line.append((max(x['number'] for x in rows), line[-1][1]))  # held to the last trial
+        ax.step(*zip(*line), where='post', label='best so far', color='tab:green')
     ax.set(xlabel='trial', ylabel='accuracy', title=f"study {summary['study']}")
-    ax.legend(loc='lower right'); ax.grid(alpha=.3)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize='small'); ax.grid(alpha=.3)
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=110, bbox_inches='tight'); plt.close(fig)
     return atomic_write_bytes(Path(path), buf.getvalue())
@@ -330,8 +332,10 @@ def add_commands(sub) -> None:
 
 def cmd_tune(args) -> int:
     "Run (or continue) a study, or --show one."
+    import sys
+
     from rich.console import Console
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=150)  # as cli.py: logs read better wide
     if args.show: return show(args.show, args.runs, console)
     if not args.recipe_path: raise ConfigError('name a recipe file, e.g. `cifar-fast tune recipes/quick.py --param '
                                                'lr=5..20:log --trials 12`, or --show STUDY.')

@@ -50,6 +50,8 @@ def test_group_stats_and_detectable_difference():
     g = K.group_stats(accs)
     lo, hi = stats.t.interval(0.95, 2, loc=np.mean(accs), scale=stats.sem(accs))
     assert g['std'] == pytest.approx(np.std(accs, ddof=1)) and (g['lo'], g['hi']) == pytest.approx((lo, hi))
+    n1 = g['seeds_for']['1']
+    assert K.detectable_difference(g['std'], n1) <= 0.01 < K.detectable_difference(g['std'], n1 - 1)
     # at the detectable difference a two-sided 5% t-test of two arms of n has ~80% power (noncentral t)
     for n in (3, 5, 10):
         d = K.detectable_difference(0.003, n)

@@ -138,6 +138,12 @@ def test_robustness_run_writes_its_report(finished_run, tmp_path):
     summary = json.loads((finished_run / 'summary.json').read_text())
     assert res['clean']['n'] == summary['n_test']
     assert abs(res['clean']['accuracy'] - summary['test_accuracy']) < 1e-6  # the same weights, the same images
+    assert res['clean']['from'] == 'predictions.npz'  # the run's one prediction, not a second pass
+    (tmp_path / 'run').mkdir()
+    for f in finished_run.iterdir():
+        if f.is_file() and f.name != 'predictions.npz': shutil.copy(f, tmp_path / 'run' / f.name)
+    again = robustness_run(tmp_path / 'run', n=30, corruptions=['contrast'], severities=(1,), figures=False)
+    assert again['clean']['from'] == 'predicted now' and again['clean']['accuracy'] == res['clean']['accuracy']
     assert res['mean_corruption_accuracy'] == pytest.approx(np.mean([x['accuracy'] for x in res['rows']]))
 
 

@@ -137,3 +137,11 @@ def test_show_an_unknown_study_says_how_to_start_one(tmp_path):
     from rich.console import Console
     with pytest.raises(ConfigError, match='no study .*cifar-fast tune RECIPE'):
         show('nope', str(tmp_path), Console(file=io.StringIO()))
+
+
+def test_the_last_epoch_is_never_pruned(synthetic, tmp_path):
+    "Pruning after the last epoch saves nothing and would drop a finished result: such a trial completes."
+    pruner = optuna.pruners.ThresholdPruner(lower=1.01, n_warmup_steps=0)
+    res = tune(tiny(synthetic, epochs=1), ['lr=0.01,0.02'], 1, runs_root=tmp_path, study='l', pruner=pruner, seed=0)
+    assert res['n_complete'] == 1 and res['n_pruned'] == 0
+    assert read_json(tmp_path / 'l' / 'trial-0000' / 'status.json')['state'] == 'complete'
