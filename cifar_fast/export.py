@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,11 +128,13 @@ class ExportCheck:
         if abs(self.accuracy_onnx - self.accuracy_torch) > acc_tol:
             out.append(f"accuracy {100 * self.accuracy_onnx:.2f}% vs torch's {100 * self.accuracy_torch:.2f}% now")
         if not self.max_abs_prob_diff <= prob_tol:  # NaN fails too
-            out.append(f"probabilities differ from torch's by up to {self.max_abs_prob_diff:.3g} (tolerance {prob_tol:g})")
+            out.append(f"probabilities differ from torch's by up to {self.max_abs_prob_diff:.3g} "
+                       f"(tolerance {prob_tol:g})")
         return out
 
     def record(self) -> dict:
-        return dict(accuracy_onnx=self.accuracy_onnx, accuracy_torch=self.accuracy_torch, accuracy_run=self.accuracy_run,
+        return dict(accuracy_onnx=self.accuracy_onnx, accuracy_torch=self.accuracy_torch,
+                    accuracy_run=self.accuracy_run,
                     max_abs_prob_diff=self.max_abs_prob_diff, n=self.n, tta=self.tta, input=self.input,
                     seconds=self.seconds, passed=not self.failures())
 
@@ -233,7 +234,8 @@ def export_run(run_dir, out: str | Path | None = None, input: str = 'uint8', tta
     from .rundir import check_run_dir
     if input not in INPUTS: raise ConfigError(f"--input must be one of {', '.join(INPUTS)}, not {input!r}.")
     d = check_run_dir(run_dir, ('recipe.json', 'model.pth'))
-    for mod in ('onnx', 'onnxruntime', 'onnxscript', 'safetensors') if onnx else ('safetensors',): require('export', mod)
+    for mod in ('onnx', 'onnxruntime', 'onnxscript', 'safetensors') if onnx else ('safetensors',):
+        require('export', mod)
     out = Path(out) if out else d / 'export'
     r, model = load_run(d, weights)
     info = run_data(d)

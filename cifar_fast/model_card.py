@@ -70,11 +70,13 @@ def model_card(run_dir: str | Path, scores: dict | None = None, check: dict | No
          f'classes, trained with the cifar_fast recipe `{name}` (hash `{rec.get("hash", "?")}`). '
          f'It takes 32×32 RGB images.', '',
          '## Model details', '',
-         f'- Architecture: `{model}`' + (f', options `{json.dumps(r.get("model_kwargs"))}`' if r.get('model_kwargs') else ''),
+         f'- Architecture: `{model}`'
+         + (f', options `{json.dumps(r.get("model_kwargs"))}`' if r.get('model_kwargs') else ''),
          f'- Classes, in output order: {", ".join(classes)}',
-         f'- Files: `model.onnx` (input `images`, NCHW RGB, {export.get("onnx", {}).get("input", "uint8") if export.get("onnx") else "—"}'
+         '- Files: `model.onnx` (input `images`, NCHW RGB, '
+         f'{export.get("onnx", {}).get("input", "uint8") if export.get("onnx") else "—"}'
          f'; outputs `logits`, `probs`; any batch size; normalisation'
-         + (f' and flip TTA' if (export.get('onnx') or {}).get('tta') else '') + ' inside the graph), '
+         + (' and flip TTA' if (export.get('onnx') or {}).get('tta') else '') + ' inside the graph), '
          '`model.safetensors` + `model.json` (weights without pickle: `cifar_fast.load_model(folder)`, or '
          f'`timm.create_model("{export.get("timm_name")}", num_classes={len(classes)}, **model_kwargs)` after '
          '`import cifar_fast.models`, then `load_state_dict(safetensors.torch.load_file(...))`)',
@@ -83,9 +85,11 @@ def model_card(run_dir: str | Path, scores: dict | None = None, check: dict | No
          '## Training data', '',
          f'CIFAR-10 training split ({env.get("n_train", "?"):,} images) from `{env.get("data_source", "?")}`. '
          'The shared copy these runs use is CIFAR-10 re-encoded as JPEG (quality 75): accuracies are 2–3 points below '
-         'what the same recipe reaches on the original PNG/pickle images, and the model has seen JPEG artefacts only.', '',
+         'what the same recipe reaches on the original PNG/pickle images, and the model has seen JPEG artefacts '
+         'only.', '',
          '## Training procedure', '',
-         f'- Recipe `{name}`, hash `{rec.get("hash", "?")}` (the full resolved recipe is `recipe.json` in the run folder)',
+         f'- Recipe `{name}`, hash `{rec.get("hash", "?")}` '
+         '(the full resolved recipe is `recipe.json` in the run folder)',
          f'- {s.get("epochs", "?")} of {s.get("epochs_planned", "?")} planned epochs, batch '
          f'{r.get("data", {}).get("batch_size", "?")}, lr {r.get("lr")}, weight decay {r.get("wd")}, label smoothing '
          f'{r.get("label_smoothing")}, seed {s.get("seed", r.get("seed"))}; weights: {s.get("checkpoint", "?")}',
@@ -103,7 +107,8 @@ def model_card(run_dir: str | Path, scores: dict | None = None, check: dict | No
         L.append(f'- The run recorded (summary.json): without TTA {100 * s["test_accuracy"]:.2f}%{tta_run}')
     if check:
         run = f'; the run recorded {100 * check["accuracy_run"]:.2f}%' if check.get('accuracy_run') is not None else ''
-        L.append(f'- ONNX check: onnxruntime {100 * check["accuracy_onnx"]:.2f}% vs torch {100 * check["accuracy_torch"]:.2f}%'
+        L.append(f'- ONNX check: onnxruntime {100 * check["accuracy_onnx"]:.2f}% '
+                 f'vs torch {100 * check["accuracy_torch"]:.2f}%'
                  f'{run}; max |Δp| {check["max_abs_prob_diff"]:.2e} (input {check["input"]}, TTA {check["tta"]})')
     else: L.append('- ONNX check: not run for this export')
     if scores:

@@ -21,7 +21,7 @@ from pathlib import Path
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TrackerCallback
 
-from .errors import CifarFastError, ConfigError, TrainingDiverged
+from .errors import ConfigError, TrainingDiverged
 from .export import require
 from .recipe import Recipe, apply_overrides, load_recipe, recipe_hash, to_dict
 from .rundir import atomic_write_bytes, read_json, read_metrics, run_state, set_status, write_json
@@ -155,7 +155,8 @@ def recover_stale(study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid = t.user_attrs.get('host'), t.user_attrs.get('pid')
         if host != socket.gethostname() or pid is None or _alive(int(pid)): continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # the public API sets a trial's own state only
+        # the public API sets a trial's own state only
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs=dict(retry_of=t.number), skip_if_exists=False)
         out.append(t.number)
     return out
@@ -256,7 +257,8 @@ def study_summary(d: str | Path) -> dict:
         rows.append(dict(number=t.number, state=t.state.name.lower(), value=t.value, params=t.params, epochs=epochs,
                          epochs_planned=planned, wall_seconds=a.get('wall_seconds'), run_dir=str(run) if run else None,
                          run_state=run_state(run) if run is not None and run.is_dir() else None,
-                         last_accuracy=t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None))
+                         last_accuracy=(t.intermediate_values[max(t.intermediate_values)]
+                                        if t.intermediate_values else None)))
     finished = [x for x in rows if x['state'] == 'complete']
     best = max(finished, key=lambda x: x['value']) if finished else None
     count = lambda s: sum(x['state'] == s for x in rows)
@@ -292,7 +294,8 @@ def plot_history(summary: dict, path: str | Path) -> Path:
     rows = summary['trials']
     fig, ax = plt.subplots(figsize=(7, 4))
     comp = [(x['number'], x['value']) for x in rows if x['state'] == 'complete']
-    pruned = [(x['number'], x['last_accuracy']) for x in rows if x['state'] == 'pruned' and x['last_accuracy'] is not None]
+    pruned = [(x['number'], x['last_accuracy']) for x in rows
+              if x['state'] == 'pruned' and x['last_accuracy'] is not None]
     if comp: ax.scatter(*zip(*comp), label='complete (test accuracy)', color='tab:blue')
     if pruned: ax.scatter(*zip(*pruned), marker='x', label='pruned (accuracy when stopped)', color='tab:red')
     best, line = -1., []
@@ -365,12 +368,15 @@ def show(study: str, runs_root: str, console) -> int:
     for x in order:
         acc = x['value'] if x['value'] is not None else x['last_accuracy']
         t.add_row(str(x['number']), x['state'], f'{100 * acc:.2f}%' if acc is not None else '-',
-                  escape(', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in x['params'].items())),
+                  escape(', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                                   for k, v in x['params'].items())),
                   f"{x['epochs']}/{x['epochs_planned']}" if x['epochs'] else '-',
                   f"{x['wall_seconds']:.0f}s" if x['wall_seconds'] else '-')
     console.print(t)
     imp = importances(d)
-    if imp: console.print('importance (Optuna default evaluator): ' + ', '.join(f'{k} {v:.2f}' for k, v in imp.items()), highlight=False)
+    if imp:
+        console.print('importance (Optuna default evaluator): ' + ', '.join(f'{k} {v:.2f}' for k, v in imp.items()),
+                      highlight=False)
     png = plot_history(s, d / 'history.png')
     console.print(f"pruning saved about {s['epoch_seconds_saved']:.0f} s of epochs; history: {escape(str(png))}",
                   highlight=False)

@@ -102,7 +102,8 @@ def test_load_model_round_trip_and_timm(exported, finished_run):
 def test_model_card_says_what_was_measured(exported):
     text = (exported['out'] / 'model_card.md').read_text()
     assert text.startswith('---\n') and 'model-index:' in text and 'datasets:\n- cifar10' in text  # HF metadata
-    for need in ('95% Wilson interval', 'with flip TTA (level 1)', 'The run recorded', 'expected calibration error', '| airplane |', 'JPEG', 'recipe `shared`',
+    for need in ('95% Wilson interval', 'with flip TTA (level 1)', 'The run recorded', 'expected calibration error',
+                 '| airplane |', 'JPEG', 'recipe `shared`',
                  'Intended use and limits', 'huggingface-cli upload', 'ONNX check: onnxruntime'):
         assert need in text, need
 
