@@ -74,6 +74,7 @@ def _help_fields() -> int:
 def cmd_train(args) -> int:
     "Train a recipe into a run folder, or resume one."
     from .console import interactive
+    from .distributed import dist_info
     from .training import train
     if args.help_fields: return _help_fields()
     if args.nproc: return _hand_over_to_torchrun(args)
@@ -91,9 +92,9 @@ def cmd_train(args) -> int:
         if s.get('state') == 'interrupted':
             how = (f"Resume with: [bold]{escape(s['resume'])}[/bold]" if s.get('resume') else
                    'No epoch had completed, so there is nothing to resume: start the run again.')
-            if int(os.environ.get('RANK', 0)) == 0:  # once for the job, not once per process
-                out.print(f"[yellow]Interrupted after {s['epochs_completed']} epoch(s) ({s.get('signal') or 'SIGINT'})."
-                          f"[/yellow] {how}")
+            if dist_info().is_main:  # once for the job, not once per process
+                why = f" ({s['signal']})" if s.get('signal') else ' (a stop signal to another process of the job)'
+                out.print(f"[yellow]Interrupted after {s['epochs_completed']} epoch(s){why}.[/yellow] {how}")
             return s.get('exit_code', 130)
     finally: out.close()
     return 0

@@ -138,7 +138,7 @@ def close_run(run: Run) -> None:
 def interrupted(run: Run, signum) -> RunResult:
     """The result and status of a run stopped by a signal: resumable from its last completed epoch's checkpoint where
     one exists, else said to be started again."""
-    name = signal.Signals(signum or signal.SIGINT).name
+    name = signal.Signals(signum).name if signum else None  # None: stopped for another process's signal
     can_resume = (run.run_dir / 'checkpoints' / 'last.pth').is_file()
     hint = run.resume_hint if can_resume else None
     run.status('interrupted', epoch=run.epochs_done, signal=name, resume=hint,

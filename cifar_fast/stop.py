@@ -62,9 +62,3 @@ class StopSignals:
         self.defer = True
         try: yield
         finally: self.defer = False
-
-    def raise_if_requested(self):
-        "After a deferred stretch: a signal that came in it (and was not acted on) stops the run here."
-        if self.requested and not self.stopping:
-            self.stopping = True
-            raise StopRequested(self.signum)

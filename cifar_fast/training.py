@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -138,13 +139,12 @@ def _train(r, run_dir, resume, device, show_progress, log, runs_root, extra_cbs,
         if check_ending(run, cbs) == 'interrupted':
             outcome = 'interrupted'
             return interrupted(run, signals.signum)
-        signals.raise_if_requested()  # a signal that came after the fit's last batch check
         result = finish(run, cbs)
         outcome = 'complete'
         return result
     except (StopRequested, KeyboardInterrupt) as e:  # a signal outside the fit, or a third one inside it
         outcome = 'interrupted'
-        return interrupted(run, getattr(e, 'signum', 2))
+        return interrupted(run, getattr(e, 'signum', signal.SIGINT))
     except TrainingDiverged: raise  # check_ending wrote 'diverged' with the way out
     except OSError as e:  # writing the results: a full disk, a folder gone read-only
         run.status('failed', epoch=run.epochs_done, error=os_error_message(e))
@@ -306,7 +306,8 @@ def check_ending(run: Run, cbs: FitCallbacks) -> str:
                f"Lower the learning rate (try `cifar-fast lr-find`).")
         run.status('diverged', epoch=len(rows), message=msg)
         raise TrainingDiverged(msg)
-    return 'interrupted' if cbs.stop.requested else 'complete'
+    # A signal after the fit's last batch check (in the last epoch's checkpoint) stops the run here, before its end.
+    return 'interrupted' if cbs.stop.requested or run.signals.requested else 'complete'
 
 
 # ---- the end of a run -----------------------------------------------------------------------------------------

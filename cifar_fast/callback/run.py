@@ -5,7 +5,6 @@ SaveModelCallback keeps no RNG, schedule or metric state, so an interrupted run 
 from __future__ import annotations
 
 import math
-import signal
 import time
 from pathlib import Path
 
@@ -83,13 +82,13 @@ class GracefulStop(Callback):
 
     def __init__(self, signals, every: int = 1): self.signals, self.every = signals, every
 
-    @property
-    def requested(self) -> bool: return self.signals.requested
+    def before_fit(self): self.requested = False
 
     def after_batch(self):
-        # Distributed, every rank must stop at the same batch: the flag is agreed every `every` batches.
+        # Distributed, every rank must stop at the same batch: the flag is agreed every `every` batches. A rank may
+        # stop for another's signal: `requested` is the agreement, `signals.signum` this process's own signal, if any.
         if self.iter % self.every == 0 and any_rank(self.signals.requested):
-            if self.signals.signum is None: self.signals.signum = signal.SIGTERM  # another rank's signal
+            self.requested = True
             raise CancelFitException
 
 
