@@ -5,7 +5,6 @@ A run folder may come from another machine: its recorded data path is followed o
 user's --data and $CIFAR_FAST_DATA (see `data_source`)."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -68,12 +67,10 @@ def run_dls(r: Recipe, run_dir: str | Path, data=None, device='cpu', **changes):
     was, on the images `data_source` picks; refused when their classes are not the ones the model was trained on."""
     info, where = run_data(run_dir), str(Path(run_dir) / 'recipe.json')
     source, why = run_data_source(r.data.source, str(data) if data else None, where)
-    if data:
-        dls = recipe_dls(r, device, progress=False, source=source, engine='fast', stats=info['stats'], **changes)
-    else:  # recipe_dls names a `source=` '--data' in its messages; the recipe's own field carries its real origin
-        r = dataclasses.replace(r, data=dataclasses.replace(r.data, source=source))
-        origin = where if why.startswith('data.source') else why  # the recorded path, or $CIFAR_FAST_DATA's
-        dls = recipe_dls(r, device, progress=False, engine='fast', stats=info['stats'], origin=origin, **changes)
+    # Messages about the source name where it came from: --data, $CIFAR_FAST_DATA, or the recorded data.source
+    origin = '--data' if data else f"data.source in {where if why.startswith('data.source') else why}"
+    dls = recipe_dls(r, device, progress=False, source=source, source_origin=origin, engine='fast', stats=info['stats'],
+                     **changes)
     if info['classes'] is not None and list(info['classes']) != [str(c) for c in dls.vocab]:
         used = source or 'the default download'
         raise DataError(f"run {run_dir} was trained on classes {info['classes']}, but its data ({used}, from {why}) "
