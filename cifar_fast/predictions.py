@@ -24,18 +24,28 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .rundir import atomic_write_bytes
 
-@torch.no_grad()
 def predict_loader(model, dl, tta: int = 0):
     "(probabilities, targets, per-image cross-entropy losses) over `dl` in dataset order, computed once."
-    from .tta import TTAModel
-    net = TTAModel(model, tta).eval() if tta else model.eval()
-    dl = dl.new(shuffle=False, drop_last=False)
-    logits, targs = [], []
-    for x, y in dl:
-        logits.append(net(x).float().cpu()); targs.append(y.cpu())
-    logits, targs = torch.cat(logits), torch.cat(targs).as_subclass(torch.Tensor)
-    return logits.softmax(1), targs, F.cross_entropy(logits, targs, reduction='none')
+    return predict_levels(model, dl, (tta,))[tta]
 
+
+@torch.no_grad()
+def predict_levels(model, dl, levels=(0,)) -> dict:
+    """`predict_loader`'s result for each TTA level in `levels`, from one pass over `dl`: the views the levels share
+    (the plain view is in all) are computed once (`tta.LevelsTTAModel`), each level's result bitwise its own pass's."""
+    from .tta import LevelsTTAModel
+    net = LevelsTTAModel(model, levels).eval()
+    dl = dl.new(shuffle=False, drop_last=False)
+    logits, targs = {lvl: [] for lvl in levels}, []
+    for x, y in dl:
+        for lvl, out in net(x).items(): logits[lvl].append(out.float().cpu())
+        targs.append(y.cpu())
+    targs = torch.cat(targs).as_subclass(torch.Tensor)
+    out = {}
+    for lvl, ls in logits.items():
+        lg = torch.cat(ls)
+        out[lvl] = (lg.softmax(1), targs, F.cross_entropy(lg, targs, reduction='none'))
+    return out
 
 
 N_BINS = 15  # reliability-diagram bins, as in Guo et al. 2017, "On Calibration of Modern Neural Networks"

@@ -36,3 +36,21 @@ class TTAModel(nn.Module):
             y = w * self.model(view(x, shift, flip)).float()
             out = y if out is None else out + y
         return out
+
+
+class LevelsTTAModel(nn.Module):
+    """The logits of several TTA levels from one pass over the views: a view that several levels use (the identity is
+    in every one) is computed once, and each level sums its weighted views in `TTAModel`'s order, so every level's
+    result equals its own `TTAModel`'s bit for bit. Returns {level: logits}."""
+    def __init__(self, model: nn.Module, levels):
+        super().__init__()
+        self.model, self.levels = model, {lvl: tta_views(lvl) for lvl in levels}
+
+    def forward(self, x) -> dict:
+        seen, out = {}, {}
+        for level, views in self.levels.items():
+            for shift, flip, w in views:
+                if (shift, flip) not in seen: seen[shift, flip] = self.model(view(x, shift, flip)).float()
+                y = w * seen[shift, flip]
+                out[level] = y if level not in out else out[level] + y
+        return out

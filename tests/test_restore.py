@@ -35,4 +35,4 @@ def test_an_exception_mid_validation_restores_weights_meters_and_loss(synthetic,
     assert all(torch.equal(model[k], v) for k, v in boom.raw.items())  # ...and the raw weights are back,
     # fastai's meters,
     assert type(learn.recorder.loss) is AvgLoss and type(learn.recorder.smooth_loss) is AvgSmoothLoss
-    assert type(learn.loss_func).__name__ == 'CrossEntropyLossFlat'  # and the plain loss
+    assert type(learn.loss_func).__name__ == 'PlainCrossEntropyLossFlat'  # and the plain loss

@@ -115,7 +115,7 @@ def test_lr_suggestion_run_is_reproducible_and_equals_the_explicit_lr(recipe, tm
 def test_mixup_cutmix_and_switch_train_and_restore_the_loss(recipe, tmp_path, mix):
     res = train(recipe.replace(epochs=2, **mix), runs_root=tmp_path)
     assert run_state(res.run_dir) == 'complete'
-    assert type(res.learn.loss_func).__name__ == 'CrossEntropyLossFlat'
+    assert type(res.learn.loss_func).__name__ == 'PlainCrossEntropyLossFlat'
 
 
 class _Boom(Callback):
@@ -131,7 +131,7 @@ def test_an_exception_mid_fit_restores_the_loss_and_marks_the_run_failed(recipe,
     with pytest.raises(RuntimeError, match='boom'):
         train(recipe.replace(mixup=0.4), runs_root=tmp_path, extra_cbs=[boom])
     assert type(boom.seen_loss).__name__ == 'method'  # MixUp's mixed loss was in place…
-    assert type(boom.learner.loss_func).__name__ == 'CrossEntropyLossFlat'  # …and is gone after the crash
+    assert type(boom.learner.loss_func).__name__ == 'PlainCrossEntropyLossFlat'  # …and is gone after the crash
     d = next(tmp_path.iterdir())
     assert run_state(d) == 'failed' and 'boom' in read_json(d / 'status.json')['error']
 

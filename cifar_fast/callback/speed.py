@@ -131,7 +131,9 @@ class DeviceSmoothLoss(AvgSmoothLoss):
     "fastai's smoothed loss kept on the training device (fastai moves each batch's loss to the CPU: a sync)."
     def accumulate(self, learn):
         self.count += 1
-        self.val = torch.lerp(learn.loss.detach().mean(), self.val.to(learn.loss.device), self.beta)
+        loss = learn.loss.detach()
+        if loss.ndim: loss = loss.mean()  # a batch's loss is one number already: its mean would be another op
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
 
 
 class DeviceAvgLoss(AvgLoss):

@@ -2,6 +2,8 @@
 caller with an explicit `torch.Generator`, so every function here is deterministic and testable alone."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from fastai.vision.data import cifar_stats
 
@@ -76,9 +78,15 @@ def cutout(x: torch.Tensor, centers: torch.Tensor, size: int, value: float = 0.)
 def normalize(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD, dtype=torch.float32) -> torch.Tensor:
     """uint8 images to normalised floats with the same operations, in the same order, as fastai's
     `IntToFloatTensor` then `Normalize`, so the result is bitwise equal to the DataBlock engine's in float32."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    m, s = _stats_on(tuple(mean), tuple(std), x.device)
     return ((x.float().div_(255.) - m) / s).to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _stats_on(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (1,C,1,1) mean and std tensors on `device`, made once: built for every batch they were two tensors from
+    Python data a batch, each a copy from pageable host memory on a GPU."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 def denormalize(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
