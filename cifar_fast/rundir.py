@@ -53,6 +53,32 @@ def torch_save(obj, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+class BackgroundWrites:
+    """Files written in the order given by one background thread, so a run's per-epoch checkpoints (serialising,
+    writing, fsync) are off the training loop. Each is still written atomically; `wait()` returns once every one
+    submitted is on disk and raises the first write's error. Hand it data nothing else will change (`detached`)."""
+    def __init__(self): self._pool, self._pending = None, []
+
+    def submit(self, fn, *args) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix='cifar_fast-writes')
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for f in pending: f.result()
+
+
+def detached(obj):
+    """A copy of `obj` that training cannot change under a background write: tensors copied to the CPU (a state
+    dict's tensors are the live weights), dicts, lists and tuples rebuilt; other values shared."""
+    import torch
+    if isinstance(obj, torch.Tensor): return obj.detach().to('cpu', copy=True)
+    if isinstance(obj, dict): return {k: detached(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple): return type(obj)(detached(v) for v in obj)
+    return obj
+
+
 def write_metrics(path: Path, rows: list[dict]) -> Path:
     "The whole metrics.csv, rewritten atomically each epoch (small; and exact after a resume)."
     buf = io.StringIO()

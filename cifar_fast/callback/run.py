@@ -15,7 +15,8 @@ from fastai.learner import Recorder
 from fastai.torch_core import rank_distrib
 
 from ..distributed import any_rank
-from ..rundir import torch_save, write_metrics
+from ..rundir import BackgroundWrites, torch_save, write_metrics
+from .restore import SwapsState
 
 
 # ---- callbacks ------------------------------------------------------------------------------------------------
@@ -48,7 +49,7 @@ class RunRecorder(Callback):
             if self.log_fn: self.log_fn(row, self.n_epoch)
 
 
-class BestWeights(TrackerCallback):
+class BestWeights(SwapsState, TrackerCallback):
     """The weights of the epoch with the best test accuracy, kept in memory for the end of the run and written
     atomically to `path` so that a resumed run still has them. fastai's SaveModelCallback writes in place, and at the
     end of the fit reads back the file it has just written."""
@@ -59,6 +60,7 @@ class BestWeights(TrackerCallback):
     def __init__(self, path: Path, model, monitor: str = 'accuracy', resume: bool = False):
         super().__init__(monitor=monitor, reset_on_fit=False)
         self.path, self.raw_model, self.weights = Path(path), model, None
+        self.writes = BackgroundWrites()  # written in the background as the Checkpointer's are
         if resume and self.path.is_file():  # saved by an earlier version from a compiled model: strip its prefix
             sd = torch.load(self.path, weights_only=True, map_location='cpu')
             self.weights = {k.removeprefix('_orig_mod.'): v for k, v in sd.items()}
@@ -71,7 +73,16 @@ class BestWeights(TrackerCallback):
         super().after_epoch()
         if not self.new_best: return
         self.weights = {k: v.detach().clone() for k, v in self.raw_model.state_dict().items()}
-        if rank_distrib() == 0: torch_save(self.weights, self.path)
+        if rank_distrib() == 0:
+            self.writes.wait()
+            self.writes.submit(torch_save, self.weights, self.path)  # a copy: the next best replaces, never changes it
+
+    def after_fit(self): self.writes.wait()
+
+    def restore(self, learn):
+        "On an exception (which skips after_fit): the best weights being written are finished."
+        try: self.writes.wait()
+        except OSError: pass  # the exception under way says what went wrong
 
 
 class GracefulStop(Callback):
