@@ -99,3 +99,12 @@ def cpu_has_native_bf16() -> bool:
     flags = {f for line in text.splitlines() if line.split(':')[0].strip() in ('flags', 'Features')
              for f in line.partition(':')[2].split()}
     return bool(flags & {'amx_bf16', 'avx512_bf16', 'bf16'})
+
+
+def seed_run(seed: int, deterministic: bool) -> None:
+    """Seed every RNG (fastai's `set_seed`) and set cuDNN for the run: deterministic algorithms with the autotuner off
+    when the recipe asks, else the autotuner on (fastai's `set_seed(reproducible=True)` turns it off for the whole
+    process, which slowed every later run in it, airbench's included)."""
+    from fastai.torch_core import set_seed
+    set_seed(seed)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic

@@ -146,6 +146,9 @@ class Recipe:
                        "process's share of its CPUs", lo=0)
     tta: int = fld(0, 'test-time augmentation at evaluation: 0 off, 1 flip, 2 flip × ±1-px translate', lo=0, hi=2)
     seed: int = fld(42, 'seed for every RNG: the same recipe and seed give the same run on CPU', lo=0)
+    deterministic: bool = fld(False, "cuDNN's deterministic algorithms with its autotuner off: the same run bit for "
+                              "bit on one GPU, and slower; off: cuDNN benchmarks and picks the fastest (CPU runs are "
+                              "deterministic either way)")
     patience: int | None = fld(None, 'early stopping: epochs without accuracy improvement (None = off)', lo=1)
     checkpoint: str = fld('last', "weights exported and evaluated: 'last' epoch, or the 'best' by test accuracy "
                           "(CIFAR-10 has no separate validation split, so 'best' is optimistic)", ('last', 'best'))

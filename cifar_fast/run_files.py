@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from .learner import compile_cache_dir
 from .machine import cpu_has_native_bf16
 from .plots import plot_curves
 from .predfile import save_predictions
-from .predictions import RunInterpretation, accuracy, predict_loader, predict_split
+from .predictions import RunInterpretation, accuracy, interpret_predictions, predict_levels
 from .recipe import Recipe, recipe_hash, to_dict
 from .rundir import atomic_write_bytes, environment, torch_save, write_json
 
@@ -42,7 +43,8 @@ def record_run(run: Run, dls, source_file=None) -> None:
     write_json(d / 'env.json', environment(run.device, run.choices.precision, r.seed, dict(choices=run.choices.record(),
         data_source=str(getattr(dls, 'cifar_source', None)), n_train=len(dls.train.dataset),
         n_valid=len(dls.valid.dataset), params=run.n_params, world_size=run.info.world_size,
-        cpu_bf16_native=cpu_has_native_bf16(),
+        cpu_bf16_native=cpu_has_native_bf16(), deterministic=r.deterministic,
+        cudnn=dict(deterministic=r.deterministic, benchmark=not r.deterministic),
         wandb_sweep_id=os.environ.get('WANDB_SWEEP_ID'),
         compile_cache=str(compile_cache_dir()) if run.choices.compile else None)))
     write_json(d / 'data.json', dict(classes=[str(c) for c in dls.vocab], mean=list(CIFAR_STATS[0]),
@@ -62,8 +64,8 @@ def select_weights(r: Recipe, learn, cbs: FitCallbacks) -> dict:
 
 
 def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
-    """One prediction of the test split (and one TTA pass if the recipe asks): summary.json, interpret/ and W&B are
-    all derived from it. Then model.pth, export.pkl, curves.png, interpret/ and, last, summary.json."""
+    """One prediction pass over the test split, plain and (if the recipe asks) with TTA: summary.json, interpret/ and
+    W&B are all derived from it. Then model.pth, export.pkl, curves.png, interpret/ and, last, summary.json."""
     r, learn, rows, d = run.r, run.learn, cbs.rec.rows, run.run_dir
     # Start to end of training, every segment of a resumed run added (each up to the checkpoint the next went on
     # from: work redone after a cut is not counted, so the figure means what an uninterrupted run's does).
@@ -73,8 +75,15 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     learn.raw_model.load_state_dict(weights[weights['selected']])
     # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
     # WORLD_SIZE > 1, which would hang here, where rank 0 alone evaluates.
-    res = predict_split(learn.raw_model, learn.dls.valid, learn.dls.vocab, split='test', title=f'{d.name} ({r.model})')
-    tta_probs = predict_loader(learn.raw_model, learn.dls.valid, r.tta)[0] if r.tta else None
+    # A top-loss grid of 16, or of the whole test split when a subset is smaller (a run is not lost at its end)
+    # One pass gives the plain prediction and the recipe's TTA: the TTA level's views include the plain one.
+    t0 = time.perf_counter()
+    preds = predict_levels(learn.raw_model, learn.dls.valid, sorted({0, r.tta}))
+    res = interpret_predictions(*preds[0], learn.dls.vocab, learn.dls.valid,
+                                min(16, len(learn.dls.valid.dataset)), model=learn.raw_model, tta=0,
+                                seconds=dict(predict=time.perf_counter() - t0), split='test',
+                                title=f'{d.name} ({r.model})')
+    tta_probs = preds[r.tta][0] if r.tta else None
     tta_acc = accuracy(tta_probs, res.targs) if r.tta else None
     save_predictions(d, {0: res.probs, **({r.tta: tta_probs} if r.tta else {})}, res.targs, res.classes, res.dl,
                      getattr(learn.dls, 'cifar_source', None), r.data.valid_size, r.checkpoint, weights['average'])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from fastai.callback.tracker import EarlyStoppingCallback
-from fastai.torch_core import default_device, set_seed
+from fastai.torch_core import default_device
 from rich.markup import escape
 
 from .callback.checkpoint import Checkpointer, restore_before_fit, resume_rows
@@ -28,7 +28,7 @@ from .data import CIFAR_STATS, recipe_dls, run_data_source
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
 from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
 from .learner import build_learner, compile_warmup, quiet_progress, run_lr_find
-from .machine import Choices, apply_threads, choose
+from .machine import Choices, apply_threads, choose, seed_run
 from .models import validate_model
 from .optim import ParamGroups, param_groups
 from .plots import plot_lr_find
@@ -195,7 +195,7 @@ def build(run: Run, source_file=None) -> None:
     takes back its weights and optimiser; a new run records its recipe, environment and data in the folder; then the
     log opens."""
     r, info = run.r, run.info
-    set_seed(r.seed, reproducible=True)
+    seed_run(r.seed, r.deterministic)
     apply_threads(run.choices.threads)
     source, why = run.data
     dls = recipe_dls(r, run.device, info.rank, info.world_size, progress=run.show_progress, stats=CIFAR_STATS,
@@ -328,7 +328,7 @@ def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root
     device = torch.device(device or default_device())
     choices = choose(r, device)
     apply_threads(choices.threads)
-    set_seed(r.seed, reproducible=True)
+    seed_run(r.seed, r.deterministic)
     show_progress = interactive() if show_progress is None else show_progress
     dls = recipe_dls(r, device, progress=show_progress, channels_last=choices.channels_last)
     learn = build_learner(r, dls, out_dir, choices)

@@ -95,6 +95,7 @@ def test_env_json_records_what_the_run_used(recipe, tmp_path, keep_threads):
                                   channels_last=dict(value=True, chosen='auto'),
                                   compile=dict(value=False, chosen='auto'),
                                   threads=dict(value=cores, chosen='auto'))
+    assert env['deterministic'] is False and env['cudnn'] == dict(deterministic=False, benchmark=True)
     conv = next(m for m in res.learn.raw_model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     xb, _ = res.learn.dls.train.one_batch()
@@ -117,3 +118,17 @@ def test_choices_describe_themselves():
     assert Choices('fp32', False, True, 1).describe() == 'fp32, compiled, 1 thread'
     assert Choices('fp16', True, True, 4, auto=('threads',)).record()['threads'] == dict(value=4, chosen='auto')
 
+
+
+def test_seed_run_sets_cudnn_as_the_recipe_asks():
+    import torch
+    from cifar_fast.machine import seed_run
+    old = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    try:
+        seed_run(3, deterministic=True)
+        assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (True, False)
+        a = torch.rand(3)
+        seed_run(3, deterministic=False)  # the autotuner back on: fastai's set_seed(reproducible=True) left it off
+        assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
+        assert torch.equal(torch.rand(3), a)  # seeded the same either way
+    finally: torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old

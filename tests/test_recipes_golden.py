@@ -10,19 +10,20 @@ RECIPES = Path(__file__).resolve().parents[1] / 'recipes'
 
 # `load_recipe(f'recipes/{name}.py').hash`, computed on 2026-11-30 from the recipes as then shipped; recomputed the same
 # day when the fields channels_last/compile ('auto'), threads, sam and sam_adaptive came in and quick went to 10 epochs,
-# and when the CPU recipes of each family (resnet20_cpu, resnet18_5m_cpu, vgg_cpu) came in.
+# and when the CPU recipes of each family (resnet20_cpu, resnet18_5m_cpu, vgg_cpu) came in; recomputed on 2026-12-06
+# when the field `deterministic` (cuDNN's flags, recorded per run) came in.
 GOLDEN = {
-    'quick': '13a66f8b5fd2',
-    'resnet18_5m': 'c55c679b66ec',
-    'resnet18_5m_cpu': '91cb84d1a213',
-    'resnet20_cpu': '3753223a3fe6',
-    'resnet56': '0f8ba0366e8e',
-    'resnet9': '709fd40c042b',
-    'speed94': '4d597369d413',
-    'speed95': '164d10bd9110',
-    'vgg16': '947bf144bbec',
-    'vgg_cpu': 'd8e4f4995daf',
-    'wrn28_3_5': '4d7099051dd7',
+    'quick': '114d965550c4',
+    'resnet18_5m': '79010db781ec',
+    'resnet18_5m_cpu': '3cbc9db8e8cc',
+    'resnet20_cpu': '0fbb1b51dac0',
+    'resnet56': '50f835d47ae6',
+    'resnet9': 'ed174e579dcf',
+    'speed94': '565742d22703',
+    'speed95': '1dfca126d78e',
+    'vgg16': 'fc94aa6e8fd5',
+    'vgg_cpu': 'd1b5abaddf34',
+    'wrn28_3_5': 'f9ba89c1c620',
 }
 
 RULE = ("see the hash rule in cifar_fast/recipe.py: if the change is meant, update GOLDEN in "
