@@ -83,6 +83,8 @@ def test_unknown_policy_or_op_names_the_value():
     with pytest.raises(ConfigError, match=r"policy='rand'.*'trivial'.*'auto'"): P.magnitude_bins('rand')
     with pytest.raises(ConfigError, match=r"policy='rand'"): Augment(policy='rand')
     with pytest.raises(ConfigError, match=r"op='Blur'.*Identity"): P.apply_op(_images(2), 'Blur', torch.zeros(2))
+    with pytest.raises(TypeError, match='uint8.*float32'):
+        P.apply_policy(_images(2).float(), *P.draw_policy('trivial', 2, torch.Generator().manual_seed(0)))
 
 
 # ---- every op, every bin and sign, against torchvision ---------------------------------------------------------------
@@ -226,7 +228,10 @@ def test_a_policy_leaves_the_other_draws_of_a_seed_as_they_were():
     assert 0.02 < same < 0.3
 
 
-def test_datablock_engine_keeps_torchvisions_per_image_policy():
-    from cifar_fast.data.datablock import TorchvisionAugment, cifar_datablock
-    tfms = cifar_datablock([str(i) for i in range(10)], Augment(policy='auto')).item_tfms
-    assert [t.policy for t in tfms if isinstance(t, TorchvisionAugment)] == ['auto']
+def test_datablock_engine_keeps_torchvisions_per_image_policy(synthetic):
+    from cifar_fast.data.datablock import TorchvisionAugment
+    from cifar_fast.data.loaders import cifar_dls
+    dls = cifar_dls(synthetic, engine='datablock', bs=8, device='cpu', policy='auto', seed=0)
+    tfms = [t for t in dls.train.after_item.fs if isinstance(t, TorchvisionAugment)]
+    assert [t.policy for t in tfms] == ['auto'] and isinstance(tfms[0].tfm, T.AutoAugment)
+    assert dls.train.one_batch()[0].shape == (8, 3, 32, 32)

@@ -210,14 +210,21 @@ def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 def geometric(x, ops, mags): return warp(x, affine_theta(ops, mags, x.shape[-2:]))
 
 
+# Every op but the geometric ones, by name (torchvision's "color" ops, plus Identity).
 _COLOUR = {'Identity': identity, 'Brightness': brightness, 'Color': color, 'Contrast': contrast,
            'Sharpness': sharpness, 'Posterize': posterize, 'Solarize': solarize, 'AutoContrast': autocontrast,
            'Equalize': equalize, 'Invert': invert}
 
 
+def _check_uint8(x: torch.Tensor):
+    "The ops clamp and truncate to 0-255 as torchvision does on uint8: a float batch would be silently wrong."
+    if x.dtype != torch.uint8: raise TypeError(f"policy ops take uint8 images (N, 3, H, W), got {x.dtype}.")
+
+
 def apply_op(x: torch.Tensor, op: str, mags: torch.Tensor) -> torch.Tensor:
     "Op `op` on every image of the uint8 batch `x` (N, 3, H, W), image i with magnitude `mags[i]`."
     if op not in OP: raise ConfigError(f"op={op!r} is not a policy op: one of {', '.join(OPS)}.")
+    _check_uint8(x)
     if OP[op] in GEOMETRIC: return geometric(x, torch.full((len(x),), OP[op]), mags)
     return _COLOUR[op](x, mags)
 
@@ -225,6 +232,7 @@ def apply_op(x: torch.Tensor, op: str, mags: torch.Tensor) -> torch.Tensor:
 def apply_ops(x: torch.Tensor, ops: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
     """One step: image i gets op `OPS[ops[i]]` with magnitude `mags[i]`. `ops` and `mags` are best left on the CPU,
     where the grouping is computed: from a GPU they would be read back, a sync per batch."""
+    _check_uint8(x)
     ops, mags = ops.cpu(), mags.cpu()
     if (ops == OP['Identity']).all(): return x
     order = torch.argsort(ops, stable=True)
