@@ -48,8 +48,9 @@ class DataConfig:
     flip: bool = fld(True, 'random horizontal flip')
     alt_flip: bool = fld(False, "airbench's alternating flip (fast engine)")
     cutout: int = fld(0, 'cutout square side in pixels (0 = off)', lo=0, hi=32)
-    policy: str | None = fld(None, "per-image policy 'trivial' (TrivialAugmentWide) or 'auto' (AutoAugment), "
-                             "datablock engine", ('trivial', 'auto'))
+    policy: str | None = fld(None, "'trivial' (TrivialAugmentWide) or 'auto' (AutoAugment, CIFAR-10 policy), after "
+                             "crop and flip: batched on the device (fast engine) or torchvision per PIL image "
+                             "(datablock)", ('trivial', 'auto'))
     num_workers: int | None = fld(None, 'decode processes (first decode) and DataBlock workers', lo=0)
     skip_bad: bool = fld(False, 'skip unreadable or non-32×32 files instead of failing')
 
@@ -231,9 +232,6 @@ def _validate_recipe(r: Recipe):
     if not r.name or any(c in r.name for c in '/\\ '):
         raise ConfigError(f"recipe field name={r.name!r}: a non-empty name without spaces or slashes "
                           f"(it names the run folder).")
-    if r.data.policy and r.data.engine != 'datablock':
-        raise ConfigError(f"recipe field data.policy={r.data.policy!r} needs data.engine='datablock' "
-                          f"(TrivialAugment/AutoAugment work per PIL image).")
     if r.data.alt_flip and r.data.engine != 'fast':
         raise ConfigError("recipe field data.alt_flip=True needs data.engine='fast'.")
     if not all(isinstance(t, str) for t in r.wandb.tags):

@@ -77,7 +77,7 @@ def parse_params(specs: list[str], recipe: Recipe) -> dict[str, list]:
         if not _split(text): raise ConfigError(f'--param {key}: no values (write {key}=V1,V2,...).')
         params[key] = _values(key, _split(text), recipe)
     combos = list(itertools.islice(itertools.product(*params.values()), MAX_COMBOS + 1))
-    for c in combos if len(combos) <= MAX_COMBOS else ():  # e.g. data.policy needs data.engine='datablock'
+    for c in combos if len(combos) <= MAX_COMBOS else ():  # e.g. data.alt_flip needs data.engine='fast'
         _check(recipe, dict(zip(params, c)), ' '.join(f'{k}={json.dumps(plain_value(v))}' for k, v in zip(params, c)))
     return params
 

@@ -66,7 +66,17 @@ def test_options_dtype_channels_last_and_bad_engine(synthetic):
     assert dls.train.dataset.x.device.type == 'cpu' and dls.train.dataset.x.dtype == torch.uint8
     from cifar_fast.errors import ConfigError
     with pytest.raises(ConfigError, match="engine must be one of"): cifar_dls(synthetic, engine='turbo')
-    with pytest.raises(ConfigError, match='datablock'): cifar_dls(synthetic, policy='trivial')
+    with pytest.raises(ConfigError, match=r"policy='rand'"): cifar_dls(synthetic, policy='rand')
+    with pytest.raises(ConfigError, match='disagree'):
+        cifar_dls(synthetic, policy='auto', aug=Augment(policy='trivial'))
+
+
+def test_a_recipe_policy_reaches_the_fast_engine(synthetic):
+    from cifar_fast.data.loaders import recipe_dls
+    from cifar_fast.recipe import DataConfig, Recipe
+    dls = recipe_dls(Recipe(data=DataConfig(source=str(synthetic), batch_size=16, policy='trivial')), device='cpu')
+    assert dls.train.aug.policy == 'trivial' and dls.valid.aug.policy is None  # validation stays unaugmented
+    assert cifar_dls(synthetic, bs=16, device='cpu', policy='auto').train.aug.policy == 'auto'
 
 
 @pytest.fixture(scope='module')

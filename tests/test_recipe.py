@@ -32,11 +32,16 @@ def test_expected_recipes_are_shipped():
     (dict(moms=(0.9, 0.8)), r'moms'),
     (dict(data=DataConfig(batch_size=0)), r'data.batch_size=0 is out of range'),
     (dict(data=DataConfig(engine='dali')), r"data.engine='dali'"),
-    (dict(data=DataConfig(policy='trivial')), r"data.policy.*datablock"),
+    (dict(data=DataConfig(policy='rand')), r"data.policy='rand'.*allowed values.*'trivial', 'auto'"),
     (dict(name='my run'), r'name='),
 ])
 def test_bad_values_name_field_value_and_allowed(kw, match):
     with pytest.raises(ConfigError, match=match): Recipe(**kw)
+
+
+@pytest.mark.parametrize('engine', ['fast', 'datablock'])
+def test_a_policy_is_valid_on_both_engines(engine):
+    assert Recipe(data=DataConfig(engine=engine, policy='auto')).data.policy == 'auto'
 
 
 def test_building_a_recipe_imports_neither_torch_nor_timm():

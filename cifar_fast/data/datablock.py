@@ -42,14 +42,13 @@ class TorchvisionAugment(Transform):
     def encodes(self, x: PILImage): return PILImage(self.tfm(x))
 
 
-def cifar_datablock(classes, aug: Augment = Augment(), policy: str | None = None, get_items=None,
-                    stats=A.CIFAR_STATS) -> DataBlock:
+def cifar_datablock(classes, aug: Augment = Augment(), get_items=None, stats=A.CIFAR_STATS) -> DataBlock:
     """DataBlock for fastai's CIFAR layout: `GrandparentSplitter(train/test)`, `parent_label`, pad-and-random-crop,
-    flip, optional TrivialAugment/AutoAugment (`policy`) and cutout, normalised with `stats`
-    (fastai's `cifar_stats`)."""
+    flip, optional TrivialAugment/AutoAugment (`aug.policy`, torchvision's, per PIL image) and cutout, normalised with
+    `stats` (fastai's `cifar_stats`)."""
     if aug.alt_flip: raise ValueError("alt_flip (airbench's alternating flip) needs the fast engine (engine='fast').")
     item_tfms = []
-    if policy: item_tfms.append(TorchvisionAugment(policy))
+    if aug.policy: item_tfms.append(TorchvisionAugment(aug.policy))
     # Padding to 32+2t and a random 32 crop; on the test split RandomCrop takes the centre, i.e. the original image.
     if aug.translate: item_tfms += [CropPad(32 + 2 * aug.translate, pad_mode=_PAD_MODES[aug.pad_mode]), RandomCrop(32)]
     if aug.flip: item_tfms.append(FlipItem(0.5))

@@ -20,6 +20,7 @@ from fastcore.foundation import L
 
 from ..errors import DataError
 from . import augment as A
+from . import policy as P
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Augment:
     flip: bool = True
     alt_flip: bool = False  # airbench's alternating flip instead of an independent coin per epoch
     cutout: int = 0  # side of the cutout square in pixels; 0 = off
+    policy: str | None = None  # 'trivial' (TrivialAugmentWide) or 'auto' (AutoAugment, CIFAR-10), after crop and flip
+
+    def __post_init__(self): P.check_policy(self.policy)
 
 
 NO_AUG = Augment(translate=0, flip=False)
@@ -116,27 +120,32 @@ class FastDL(DataLoader):
             flips = A.alternating_flip_mask(self.flip_base, self.epoch)[idxs]
         else: flips = A.draw_flips(n, g) if aug.flip else None
         centers = A.draw_centers(n, self.dataset.x.shape[-1], g) if aug.cutout else None
-        return [None if t is None else t.to(self.device) for t in (shifts, flips, centers)]
+        # Drawn last, so the other draws of a seed are the same with or without a policy. Op indices and magnitudes stay
+        # on the CPU: each batch is grouped by op there, and the device never has to report back (no sync).
+        ops, mags = P.draw_policy(aug.policy, n, g, tuple(self.dataset.x.shape[-2:])) if aug.policy else (None, None)
+        return [None if t is None else t.to(self.device) for t in (shifts, flips, centers)] + [ops, mags]
 
     def __iter__(self):
         self.randomize()
         self.before_iter()
         idxs, aug = torch.as_tensor(self.get_idxs()), self.active_aug
         self.last_idxs = idxs  # which samples this epoch served, in order (for checks of sharding)
-        shifts, flips, centers = self._draw_aug(idxs, aug) if aug != NO_AUG else (None, None, None)
+        draws = self._draw_aug(idxs, aug) if aug != NO_AUG else [None] * 5
         idxs = idxs.to(self.dataset.x.device)
         for i in range(len(self)):
             sl = slice(i * self.bs, min((i + 1) * self.bs, len(idxs)))
-            draws = (None if t is None else t[sl] for t in (shifts, flips, centers))
-            yield self.after_batch(self._make_batch(idxs[sl], aug, *draws))
+            yield self.after_batch(self._make_batch(idxs[sl], aug, *(None if t is None else t[sl] for t in draws)))
         self.after_iter()
         if self.shuffle: self.epoch += 1
 
-    def _make_batch(self, idx, aug: Augment, shifts=None, flips=None, centers=None):
+    def _make_batch(self, idx, aug: Augment, shifts=None, flips=None, centers=None, ops=None, mags=None):
         ds = self.dataset
         x = ds.x[idx]
         if shifts is not None: x = A.translate(x, shifts, aug.pad_mode)
         if flips is not None: x = A.flip(x, flips)
+        # On uint8, as torchvision's policies (their ops clamp and truncate to 0-255), and after crop and flip as the
+        # DataBlock engine orders them (fastai's CropPad/FlipItem order 0, RandomCrop 1, the policy 5).
+        if ops is not None: x = P.apply_policy(x, ops, mags)
         x = A.normalize(x, *self.stats, dtype=self.dtype)
         if centers is not None: x = A.cutout(x, centers, aug.cutout)
         if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)

@@ -76,7 +76,9 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
     Args:
         data: folder, archive or torchvision pickles; default `$CIFAR_FAST_DATA`, then fastai's download.
         engine: 'fast' (device-resident tensors, batch augmentation) or 'datablock' (fastai's DataBlock on files).
-        policy: 'trivial' or 'auto' (torchvision TrivialAugmentWide/AutoAugment), DataBlock engine only.
+        policy: 'trivial' or 'auto' (TrivialAugmentWide/AutoAugment, CIFAR-10 policy): shorthand for
+            `aug=Augment(..., policy=...)`; torchvision's per PIL image on the DataBlock engine, batched on the device
+            on the fast engine (`data/policy.py`).
         seed: seeds the loaders' own shuffling RNGs (the DataBlock engine's item augmentation follows the
             global RNG: call fastai's `set_seed` for full reproducibility).
         num_workers: decode processes for the first decode, and DataLoader workers for the DataBlock engine.
@@ -84,9 +86,10 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
         origin: where `data` came from, for messages (an option, a recipe field, a run's recipe.json).
     """
     if engine not in ENGINES: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}.")
-    if policy is not None and engine != 'datablock':
-        raise ConfigError(f"policy={policy!r} (TrivialAugment/AutoAugment) works per image on PIL images: "
-                          f"use engine='datablock', or drop the policy for the fast engine.")
+    if policy is not None:
+        if aug.policy not in (None, policy):
+            raise ConfigError(f"policy={policy!r} and aug.policy={aug.policy!r} disagree: give the policy once.")
+        aug = dataclasses.replace(aug, policy=policy)
     cd = cifar_data(data, train_size, valid_size, skip_bad, num_workers, progress, origin)
     if engine == 'fast':
         a = cd.arrays
@@ -100,7 +103,7 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
             raise ConfigError("The DataBlock engine is sharded by fastai's DistributedDL: pass world_size=1.")
         root = image_folder(cd.source)
         files = [root / cd.arrays.files[sp][i] for sp in ('train', 'test') for i in cd.idx[sp]]
-        dblock = cifar_datablock(cd.classes, aug, policy, stats=stats)
+        dblock = cifar_datablock(cd.classes, aug, stats=stats)
         nw = 0 if num_workers is None else num_workers
         dls = dblock.dataloaders(files, bs=bs, val_bs=val_bs, num_workers=nw, device=device, path=Path(path))
     if seed is not None:
@@ -120,13 +123,14 @@ def recipe_dls(r: 'Recipe', device=None, rank: int = 0, world_size: int = 1, pro
     d = dataclasses.replace(r.data, **data_changes)
     engine = engine or d.engine
     if channels_last is None: channels_last = resolve_channels_last(r.channels_last, device or default_device())
-    aug = Augment(translate=d.translate, pad_mode=d.pad_mode, flip=d.flip, alt_flip=d.alt_flip, cutout=d.cutout)
+    aug = Augment(translate=d.translate, pad_mode=d.pad_mode, flip=d.flip, alt_flip=d.alt_flip, cutout=d.cutout,
+                  policy=d.policy)
     # The recipe's batch size is the global batch: each of `world_size` processes takes its share. The fast engine
     # shards itself by rank; DataBlock loaders are sharded by fastai's DistributedDL (see distributed.py).
     shards = (rank, world_size) if engine == 'fast' else (0, 1)
     return cifar_dls(source or d.source, engine=engine, bs=d.batch_size // world_size, val_bs=d.val_batch_size,
-                     train_size=d.train_size, valid_size=d.valid_size, aug=aug,
-                     policy=d.policy if engine == 'datablock' else None, num_workers=d.num_workers, skip_bad=d.skip_bad,
+                     train_size=d.train_size, valid_size=d.valid_size, aug=aug, num_workers=d.num_workers,
+                     skip_bad=d.skip_bad,
                      device=device, rank=shards[0], world_size=shards[1], channels_last=channels_last,
                      progress=progress, stats=stats,
                      origin=((source_origin or '--data') if source
