@@ -67,6 +67,9 @@ def test_options_dtype_channels_last_and_bad_engine(synthetic):
     from cifar_fast.errors import ConfigError
     with pytest.raises(ConfigError, match="engine must be one of"): cifar_dls(synthetic, engine='turbo')
     with pytest.raises(ConfigError, match='datablock'): cifar_dls(synthetic, policy='trivial')
+    # the Recipe's rule (data_engines.check_engine_options), checked before the data is read: no such folder is needed
+    with pytest.raises(ConfigError, match=r"^alt_flip=True needs engine='fast'"):
+        cifar_dls(synthetic / 'absent', engine='datablock', aug=Augment(alt_flip=True))
 
 
 @pytest.fixture(scope='module')

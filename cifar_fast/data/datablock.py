@@ -10,6 +10,7 @@ from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
 from fasttransform import Transform
 
+from ..data_engines import check_engine_options
 from . import augment as A
 from .fast import Augment
 
@@ -47,7 +48,7 @@ def cifar_datablock(classes, aug: Augment = Augment(), policy: str | None = None
     """DataBlock for fastai's CIFAR layout: `GrandparentSplitter(train/test)`, `parent_label`, pad-and-random-crop,
     flip, optional TrivialAugment/AutoAugment (`policy`) and cutout, normalised with `stats`
     (fastai's `cifar_stats`)."""
-    if aug.alt_flip: raise ValueError("alt_flip (airbench's alternating flip) needs the fast engine (engine='fast').")
+    check_engine_options('datablock', policy, aug.alt_flip)  # cifar_dls checked already; this guards direct callers
     item_tfms = []
     if policy: item_tfms.append(TorchvisionAugment(policy))
     # Padding to 32+2t and a random 32 crop; on the test split RandomCrop takes the centre, i.e. the original image.

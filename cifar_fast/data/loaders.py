@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from fastai.torch_core import default_device
 
+from ..data_engines import check_engine_options
 from ..errors import ConfigError
 from ..machine import resolve_channels_last
 from . import augment as A
@@ -20,8 +21,6 @@ from .fast import Augment, CifarTensors, fast_dataloaders
 from .sources import image_folder, resolve_source
 
 if TYPE_CHECKING: from ..recipe import Recipe
-
-ENGINES = ('fast', 'datablock')
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -83,10 +82,7 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
         stats: (mean, std) per channel that images are normalised with (default: fastai's `cifar_stats`).
         origin: where `data` came from, for messages (an option, a recipe field, a run's recipe.json).
     """
-    if engine not in ENGINES: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}.")
-    if policy is not None and engine != 'datablock':
-        raise ConfigError(f"policy={policy!r} (TrivialAugment/AutoAugment) works per image on PIL images: "
-                          f"use engine='datablock', or drop the policy for the fast engine.")
+    check_engine_options(engine, policy, aug.alt_flip)  # before the decode: a refusal costs nothing
     cd = cifar_data(data, train_size, valid_size, skip_bad, num_workers, progress, origin)
     if engine == 'fast':
         a = cd.arrays
