@@ -150,48 +150,84 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    "A table of run folders: recipe, model, params, epochs, accuracy, time, state."
-    from .rundir import read_json, run_state
+    """A table of run folders: recipe, model, params, epochs, accuracy, time, state. A study's trials (what `cifar-fast
+    tune` made) sit under a row naming the study, with its trial count and states; the other runs under their W&B
+    sweep's row."""
+    from .rundir import FINISHED, list_runs, read_json, run_state
     from .sweep import sweep_groups
     root = Path(args.runs)
-    dirs = sorted((d for d in root.iterdir() if (d / 'recipe.json').is_file()),
-                  key=lambda d: d.stat().st_mtime) if root.is_dir() else []
-    if not dirs:
+    by_study = list_runs(root)
+    if not by_study:
         console.print(f'No runs under {escape(str(root))}/ yet. '
                       f'Start one with [bold]cifar-fast train recipes/quick.py[/bold].')
         return 0
+    groups = []  # (heading row, study or None, [(name shown, run folder, state)])
+    for study, dirs in by_study.items():
+        if study is not None:  # a trial is named by its path under the runs folder: study/trial-NNNN
+            rows = [(f'{study}/{d.name}', d, run_state(d)) for d in dirs]
+            groups.append((_study_row(study, rows), study, rows)); continue
+        for sid, members in sweep_groups(dirs).items():  # runs of one W&B sweep sit together under a heading
+            groups.append(([f"[bold]{escape(f'sweep {sid}') if sid else 'not in a sweep or study'}[/bold]"], None,
+                           [(d.name, d, run_state(d)) for d in members]))
     t = Table(title=escape(f'runs in {root}/'), title_justify='left')
     for c in ('run', 'recipe', 'model', 'params', 'epochs', 'accuracy', 'best', 'time', 'state'):
         t.add_column(c, justify='right' if c in ('params', 'epochs', 'accuracy', 'best', 'time') else 'left')
-    groups = sweep_groups(dirs)  # runs of one W&B sweep sit together under a heading
-    for sid, members in groups.items():
-        if len(groups) > 1:
+    headed = len(groups) > 1 or any(study is not None for _, study, _ in groups)
+    for heading, study, rows in groups:
+        if headed:
             if t.row_count: t.add_section()
-            t.add_row(f"[bold]{escape('sweep ' + sid) if sid else 'not in a sweep'}[/bold]")
-        for d in members: t.add_row(*_run_row(d, read_json, run_state))
+            t.add_row(*heading)
+        best = _best_trial(rows, read_json) if study is not None else None
+        for name, d, state in rows: t.add_row(*_run_row(name, d, state, read_json, FINISHED, best=d == best))
     console.print(t)
-    for d in dirs:  # runs that stopped before the end and can go on from their last completed epoch
-        state = run_state(d)
-        if state in ('interrupted', 'crashed', 'failed') and (d / 'checkpoints' / 'last.pth').is_file():
-            console.print(f"{escape(d.name)} ({state}): resume with "
-                          f"[bold]cifar-fast train --resume {escape(str(d))}[/bold]", highlight=False)
+    if any(state == 'pruned' for _, _, rows in groups for _, _, state in rows):
+        console.print("pruned: stopped early by its study's pruner; its epochs and accuracy are of the epoch it "
+                      "stopped at, not comparable with a complete trial's. Each trial's parameters: `cifar-fast tune "
+                      "--show STUDY`.", highlight=False)
+    for _, study, rows in groups:  # runs that stopped before the end and can go on from their last completed epoch
+        for name, d, state in rows:
+            if state not in ('interrupted', 'crashed', 'failed') or not (d / 'checkpoints' / 'last.pth').is_file():
+                continue
+            if study is not None:  # the study owns a trial's point: tune queues it again, `train --resume` would not
+                console.print(f"{escape(name)} ({state}): running `cifar-fast tune` on study {escape(study)} again "
+                              f"tries its point again", highlight=False)
+            else: console.print(f"{escape(name)} ({state}): resume with "
+                                f"[bold]cifar-fast train --resume {escape(str(d))}[/bold]", highlight=False)
     return 0
 
 
-def _run_row(d: Path, read_json, run_state) -> list[str]:
-    "One row of `cifar-fast runs`."
+def _study_row(study: str, rows: list) -> list[str]:
+    "A study's heading row: its name, how many trials, and how many in each state (finished ones first)."
+    states = [state for _, _, state in rows]
+    order = ['complete', 'pruned', 'running', 'interrupted', 'crashed', 'failed', 'diverged']
+    counts = ', '.join(f'{states.count(s)} {s}' for s in [*order, *sorted(set(states) - set(order))] if s in states)
+    return [f'[bold]{escape(f"study {study}")}[/bold]', '', '', '', f"{len(rows)} trial{'s' * (len(rows) != 1)}",
+            '', '', '', counts or 'no trial folders yet']
+
+
+def _best_trial(rows: list, read_json) -> Path | None:
+    """The complete trial with the highest test_accuracy, the study's objective (what tuning.tune returns to Optuna);
+    pruned trials are no candidates, as in Optuna."""
+    done = [(read_json(d / 'summary.json')['test_accuracy'], d.name, d) for _, d, state in rows if state == 'complete']
+    return max(done)[2] if done else None
+
+
+def _run_row(name: str, d: Path, state: str, read_json, finished, best: bool = False) -> list[str]:
+    "One row of `cifar-fast runs`; `best`: the best trial of its study."
     rec = read_json(d / 'recipe.json')['recipe']
-    state = run_state(d)
-    s = read_json(d / 'summary.json') if state == 'complete' else {}
+    s = read_json(d / 'summary.json') if state in finished and (d / 'summary.json').is_file() else {}
     params = read_json(d / 'env.json').get('params') if (d / 'env.json').is_file() else None
     acc = s.get('test_accuracy_tta') or s.get('test_accuracy')
-    colour = {'complete': 'green', 'interrupted': 'yellow', 'running': 'cyan'}.get(state, 'red')  # crashed, failed: red
+    colour = {'complete': 'green', 'pruned': 'magenta', 'interrupted': 'yellow',
+              'running': 'cyan'}.get(state, 'red')  # crashed, failed: red
+    # a pruned trial says so and when; its epochs column shows how far of the planned epochs it got
+    shown = f"pruned at epoch {s['epochs']}" if state == 'pruned' and s else state + ' (best)' * best
     # Folder, recipe and model names are the user's text: escaped, so `x[red]y` prints as written, not as markup.
-    return [escape(d.name), escape(rec['name']), escape(rec['model']), f'{params / 1e6:.2f}M' if params else '-',
+    return [escape(name), escape(rec['name']), escape(rec['model']), f'{params / 1e6:.2f}M' if params else '-',
             f"{s['epochs']}/{rec['epochs']}" if s else f"-/{rec['epochs']}",
             f'{100 * acc:.2f}%' if acc is not None else '-',
             f"{100 * s['best_epoch_accuracy']:.2f}%" if s else '-',
-            f"{s['wall_seconds']:.0f}s" if s else '-', f'[{colour}]{state}[/{colour}]']
+            f"{s['wall_seconds']:.0f}s" if s else '-', f'[{colour}]{shown}[/{colour}]']
 
 
 def _print_data_source(run_dir, data) -> None:

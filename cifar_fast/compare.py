@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .predfile import FILE, add_level, load_predictions, save_predictions
-from .rundir import atomic_write_bytes, read_json, run_state
+from .rundir import FINISHED, atomic_write_bytes, read_json, run_state
 
 N_BOOT = 10_000  # bootstrap resamples: the interval's ends move by < 0.05 points between seeds at n = 10,000
 LEVEL = 0.95
@@ -165,8 +165,8 @@ def load_run_preds(run_dir, tta: int | None = None, predict: bool = False, data=
     d = Path(run_dir)
     if not d.is_dir(): raise ConfigError(f'run folder {d} does not exist (see `cifar-fast runs`).')
     state = run_state(d)
-    if state != 'complete' or not (d / 'summary.json').is_file():
-        raise ConfigError(f"run {d} is not finished (state: {state}): only complete runs (summary.json written) can be "
+    if state not in FINISHED or not (d / 'summary.json').is_file():
+        raise ConfigError(f"run {d} is not finished (state: {state}): only finished runs (summary.json written) can be "
                           f"compared.")
     recipe = read_json(d / 'recipe.json')['recipe']
     level = recipe.get('tta', 0) if tta is None else tta

@@ -2,6 +2,8 @@
 process or several), the device. Checked before a run folder exists, so a refusal writes nothing."""
 from __future__ import annotations
 
+from .callback.sam import check_sam_precision
+from .callback.speed import check_whitening_stem
 from .distributed import DistInfo
 from .errors import ConfigError
 from .machine import resolve_precision
@@ -11,13 +13,11 @@ from .recipe import Recipe
 
 def check_launch(r: Recipe, info: DistInfo, device) -> None:
     "What a Recipe cannot check on its own, since it builds nothing: the model and its options; the launch; the device."
-    validate_model(r.model, r.model_kwargs)
-    if r.sam and resolve_precision(r.precision, device) == 'fp16':
-        raise ConfigError(f"recipe field sam={r.sam} with fp16 (precision={r.precision!r} on {device}): SAM's second "
-                          f"backward pass does not work with fp16's loss scaler. Use --precision bf16 or fp32.")
-    if r.speed.whiten and not r.model.startswith('fastnet'):
-        raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (fastnet*), "
-                          f"not {r.model!r}.")
+    model = validate_model(r.model, r.model_kwargs)  # built on the meta device: its structure, no weights
+    if r.sam:
+        check_sam_precision(resolve_precision(r.precision, device) == 'fp16',
+                            f' (sam={r.sam}, precision={r.precision!r} on {device})')
+    if r.speed.whiten: check_whitening_stem(model, r.model)
     if r.data.train_size is not None and r.data.train_size < r.data.batch_size:
         raise ConfigError(f"data.train_size={r.data.train_size} is smaller than one batch (data.batch_size="
                           f"{r.data.batch_size}): the last partial batch is dropped, so nothing would train. Use "

@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .data_engines import ENGINES, check_engine_options
 from .errors import ConfigError, close_matches
 
 LR_SUGGESTIONS = ('valley', 'slide', 'minimum', 'steep')
@@ -37,8 +38,7 @@ def fld(default, help: str = '', choices=None, lo=None, hi=None, lo_open=False, 
 class DataConfig:
     "Where the images come from and how batches are made."
     source: str | None = fld(None, 'folder, archive or torchvision pickles; default $CIFAR_FAST_DATA, then download')
-    engine: str = fld('fast', "'fast' (device-resident tensors) or 'datablock' (fastai DataBlock)",
-                      ('fast', 'datablock'))
+    engine: str = fld('fast', "'fast' (device-resident tensors) or 'datablock' (fastai DataBlock)", ENGINES)
     batch_size: int = fld(512, 'training batch size (the global batch when distributed)', lo=1)
     val_batch_size: int | None = fld(None, 'validation batch size; default 2 × batch_size', lo=1)
     train_size: int | None = fld(None, 'stratified deterministic training subset (images)', lo=1)
@@ -232,8 +232,7 @@ def _validate_recipe(r: Recipe):
     if not r.name or any(c in r.name for c in '/\\ '):
         raise ConfigError(f"recipe field name={r.name!r}: a non-empty name without spaces or slashes "
                           f"(it names the run folder).")
-    if r.data.alt_flip and r.data.engine != 'fast':
-        raise ConfigError("recipe field data.alt_flip=True needs data.engine='fast'.")
+    check_engine_options(r.data.engine, r.data.alt_flip, field='data.')
     if not all(isinstance(t, str) for t in r.wandb.tags):
         raise ConfigError(f"recipe field wandb.tags={r.wandb.tags!r}: a tuple of strings.")
     if r.speed.decoupled and (r.opt != 'sgd' or isinstance(r.lr, str)):

@@ -13,11 +13,15 @@ from .rundir import read_json, run_state
 
 
 def check_resumable(run_dir: Path) -> None:
-    "A run folder that exists, is one of ours and is not complete; else a ConfigError listing the recent runs."
+    "A run folder that exists, is one of ours and is not finished; else a ConfigError listing the recent runs."
     if not run_dir.is_dir() or not (run_dir / 'recipe.json').is_file():
         what = 'does not exist' if not run_dir.exists() else 'is not a run folder (it has no recipe.json)'
         raise ConfigError(f"--resume {run_dir}: {what}.{recent_runs(run_dir.parent)}")
-    if run_state(run_dir) == 'complete': raise ConfigError(f"run {run_dir} is already complete; nothing to resume.")
+    state = run_state(run_dir)
+    if state == 'complete': raise ConfigError(f"run {run_dir} is already complete; nothing to resume.")
+    if state == 'pruned':  # finished: its study recorded it as pruned, and a longer run would not change that record
+        raise ConfigError(f"run {run_dir} is a trial its study's pruner stopped ({run_dir / 'status.json'}); nothing "
+                          f"to resume. Continue the study with `cifar-fast tune` instead.")
 
 
 def resumed_recipe(run_dir: Path) -> tuple[Recipe, dict]:

@@ -18,7 +18,7 @@ from . import (
 )
 from .errors import ConfigError
 from .predfile import FILE
-from .rundir import atomic_write_bytes, run_state, write_json
+from .rundir import FINISHED, atomic_write_bytes, run_state, write_json
 
 N_DEFAULT = 500  # per cell: ±4.4 points at 50% accuracy (95%), the 14×5-cell mean ±0.4 (docs/evidence.md)
 LABEL = 'regenerated CIFAR-10-C (our code, the paper\'s parameters; not the published files)'
@@ -84,7 +84,7 @@ def robustness_run(run_dir, n: int | None = N_DEFAULT, corruptions=None, severit
     from .inference import load_run, run_data, run_dls
     d = Path(run_dir)
     if not d.is_dir(): raise ConfigError(f'run folder {d} does not exist (see `cifar-fast runs`).')
-    if run_state(d) != 'complete' or not (d / 'summary.json').is_file():
+    if run_state(d) not in FINISHED or not (d / 'summary.json').is_file():
         raise ConfigError(f'run {d} is not finished (state: {run_state(d)}): robustness needs its final weights.')
     names = list(corruptions) if corruptions else [c for fam in C.FAMILIES.values() for c in fam]
     for c in names:

@@ -18,6 +18,11 @@ from .runlock import is_locked
 
 METRIC_COLUMNS = ('epoch', 'train_loss', 'valid_loss', 'accuracy', 'lr', 'seconds')
 RUNS_DIR = Path('runs')
+# `cifar-fast tune` keeps a study in RUNS/<study>/: this file, its journal, and one run folder per trial inside it
+STUDY_FILE = 'study.json'
+# The states of a run whose fit ended and wrote summary.json and its weights: 'pruned' is a study's trial its pruner
+# stopped early (tuning.mark_pruned), whose summary is of the epoch it stopped at
+FINISHED = ('complete', 'pruned')
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -104,19 +109,45 @@ def new_run_dir(name: str, root: Path = RUNS_DIR) -> Path:
 
 
 def set_status(run_dir: Path, state: str, **info) -> None:
-    "running | complete | interrupted | diverged | failed, with details (epoch reached, message, how to resume)."
+    "running | complete | pruned | interrupted | diverged | failed, with details (epoch reached, message, resume)."
     write_json(Path(run_dir) / 'status.json', dict(state=state, time=time.strftime('%Y-%m-%dT%H:%M:%S'), **info))
 
 
 def run_state(run_dir: Path) -> str:
-    """'complete' only when summary.json exists; else what status.json says, or 'unknown'; and 'crashed' for a run that
-    says 'running' but whose process is gone (killed, out of memory, the machine restarted): nobody holds its lock."""
+    """Where summary.json exists: 'pruned' if status.json says a study's pruner stopped the run, else 'complete'.
+    Otherwise what status.json says, or 'unknown'; and 'crashed' for a run that says 'running' but whose process is gone
+    (killed, out of memory, the machine restarted): nobody holds its lock."""
     d = Path(run_dir)
-    if (d / 'summary.json').is_file(): return 'complete'
     try: status = read_json(d / 'status.json')
-    except (OSError, ValueError): return 'unknown'
+    except (OSError, ValueError): status = None
+    if (d / 'summary.json').is_file():  # a pruned trial ends like an early stop (summary written), then says 'pruned'
+        return 'pruned' if status is not None and status.get('state') == 'pruned' else 'complete'
+    if status is None: return 'unknown'
     state = status.get('state', 'unknown')
     return 'crashed' if state == 'running' and not _alive(d, status) else state
+
+
+def list_runs(root: Path = RUNS_DIR) -> dict[str | None, list[Path]]:
+    """Run folders under `root` by study, oldest group first: key None for `root`'s own runs (oldest first), a study's
+    name for its trials (RUNS/<study>/trial-NNNN, in trial order; a study with no trial folder yet maps to []).
+    `root` may itself be a study's folder."""
+    root = Path(root)
+    if not root.is_dir(): return {}
+    if (root / STUDY_FILE).is_file(): return {root.name: _trials(root)}
+    mtime = lambda d: d.stat().st_mtime
+    runs, studies = [], {}
+    for d in root.iterdir():
+        if (d / 'recipe.json').is_file(): runs.append(d)
+        elif (d / STUDY_FILE).is_file(): studies[d.name] = _trials(d)
+    first = {None: min(map(mtime, runs), default=0.)}  # a group sits where its oldest folder would
+    first.update({n: min(map(mtime, ts), default=mtime(root / n / STUDY_FILE)) for n, ts in studies.items()})
+    groups = {None: sorted(runs, key=mtime), **studies} if runs else studies
+    return {k: groups[k] for k in sorted(groups, key=lambda k: first[k])}
+
+
+def _trials(study_dir: Path) -> list[Path]:
+    "A study's trial run folders, by trial number (their names are trial-NNNN)."
+    return sorted(d for d in Path(study_dir).iterdir() if (d / 'recipe.json').is_file())
 
 
 def _alive(d: Path, status: dict) -> bool:

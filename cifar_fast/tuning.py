@@ -24,11 +24,11 @@ from fastai.callback.tracker import TrackerCallback
 from .errors import ConfigError, TrainingDiverged
 from .export import require
 from .recipe import Recipe, apply_overrides, load_recipe, recipe_hash, to_dict
-from .rundir import atomic_write_bytes, read_json, read_metrics, run_state, set_status, write_json
+from .rundir import STUDY_FILE, atomic_write_bytes, read_json, read_metrics, run_state, set_status, write_json
 from .sweep import _split, parse_params, plain_value
 
 PRUNERS = ('median', 'halving', 'none')
-STUDY_FILE, JOURNAL = 'study.json', 'journal.log'
+JOURNAL = 'journal.log'  # beside rundir.STUDY_FILE in the study's folder
 
 
 # ---- the search space -----------------------------------------------------------------------------------------

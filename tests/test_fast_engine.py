@@ -77,6 +77,10 @@ def test_a_recipe_policy_reaches_the_fast_engine(synthetic):
     dls = recipe_dls(Recipe(data=DataConfig(source=str(synthetic), batch_size=16, policy='trivial')), device='cpu')
     assert dls.train.aug.policy == 'trivial' and dls.valid.aug.policy is None  # validation stays unaugmented
     assert cifar_dls(synthetic, bs=16, device='cpu', policy='auto').train.aug.policy == 'auto'
+    # the Recipe's rule (data_engines.check_engine_options), checked before the data is read: no such folder is needed
+    from cifar_fast.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"^alt_flip=True needs engine='fast'"):
+        cifar_dls(synthetic / 'absent', engine='datablock', aug=Augment(alt_flip=True))
 
 
 @pytest.fixture(scope='module')

@@ -33,6 +33,7 @@ def test_expected_recipes_are_shipped():
     (dict(data=DataConfig(batch_size=0)), r'data.batch_size=0 is out of range'),
     (dict(data=DataConfig(engine='dali')), r"data.engine='dali'"),
     (dict(data=DataConfig(policy='rand')), r"data.policy='rand'.*allowed values.*'trivial', 'auto'"),
+    (dict(data=DataConfig(engine='datablock', alt_flip=True)), r"recipe field data.alt_flip=True .*'fast'"),
     (dict(name='my run'), r'name='),
 ])
 def test_bad_values_name_field_value_and_allowed(kw, match):

@@ -103,6 +103,20 @@ def test_a_sam_run_resumes_exactly(recipe, tmp_path, adaptive):
     assert_resume_matches(r, tmp_path, epoch=1, it=2)
 
 
+def test_a_learner_built_directly_with_a_loss_scaler_is_refused():
+    "Outside a run (no preflight), SAMStep refuses an enabled loss scaler with the same check and words as preflight."
+    from cifar_fast.callback.precision import MixedPrecisionAnyDevice
+
+    class ScaledOnCPU(MixedPrecisionAnyDevice):  # fp16 with torch's CPU loss scaler, enabled as it would be on a GPU
+        def before_fit(self): super().before_fit(); self.learn.scaler = torch.amp.GradScaler('cpu')
+
+    learn, _, _ = one_batch_learner(tiny_net(), Recipe(opt='sgd', sam=0.05))
+    learn.add_cb(ScaledOnCPU(amp_mode='fp16'))
+    with pytest.raises(ConfigError, match=r"sam with fp16 \(the Learner's MixedPrecision has a loss scaler\): .*"
+                                          r"Use --precision bf16 or fp32"):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, lr=0.1)
+
+
 def test_what_sam_cannot_do_is_refused(recipe, tmp_path):
     with pytest.raises(ConfigError, match='speed.muon'):
         Recipe(sam=0.05, speed=SpeedConfig(muon=True))

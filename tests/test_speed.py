@@ -97,6 +97,19 @@ def test_whitening_init_is_frozen_and_its_bias_trains_only_first_epochs(fast_rec
     assert not stem.weight.requires_grad and not stem.bias.requires_grad  # bias frozen after epoch 1
 
 
+def test_whiten_without_a_whitening_stem_is_refused_by_one_check(fast_recipe, tmp_path):
+    "Before a run folder exists (preflight, on a meta-device build) and for a built model, one check says the same."
+    from cifar_fast.callback.speed import init_whitening
+    from cifar_fast.errors import ConfigError
+    from cifar_fast.models import create_model
+    r = fast_recipe.replace(model='resnet20', model_kwargs={}, speed=SpeedConfig(whiten=True))
+    with pytest.raises(ConfigError, match=r"speed.whiten=True needs a model with a whitening stem.*'resnet20'"):
+        train(r, runs_root=tmp_path / 'runs')
+    assert not (tmp_path / 'runs').exists() or not any((tmp_path / 'runs').iterdir())  # refused before any folder
+    with pytest.raises(ConfigError, match=r"speed.whiten=True needs a model with a whitening stem.*'CifarResNet'"):
+        init_whitening(create_model('resnet20'), dls=None)  # refused before it reads any data
+
+
 def test_lazy_sync_gives_the_same_epoch_metrics(fast_recipe, tmp_path):
     def rows(r, d):
         train(r, runs_root=d)

@@ -154,7 +154,7 @@ def test_archive_listing_streams(tmp_path):
     where decompressing it whole held the compressed file, the whole tar and a copy of every member."""
     import gzip
     import tracemalloc
-    from cifar_fast.data import cache
+    from cifar_fast.data.sources import list_archive
     # Random bytes: incompressible, so that each read of the stream inflates to about its own size. (Zeros inflate
     # 1000-fold: one 16 KB read of tarfile's stream would hold the whole 3 MB tar.)
     arc, blob = tmp_path / 'c.tgz', np.random.default_rng(3).bytes(100_000)
@@ -167,7 +167,7 @@ def test_archive_listing_streams(tmp_path):
     tar_size, payload = len(gzip.decompress(arc.read_bytes())), 30 * len(blob)
     tracemalloc.start()
     try:
-        classes, listing = cache._list_archive(arc)
+        classes, listing = list_archive(arc)
         peak = tracemalloc.get_traced_memory()[1]
     finally: tracemalloc.stop()
     assert len(listing) == 30 and all(b == blob for *_, b in listing) and len(classes) == 10

@@ -25,10 +25,9 @@ class SAMStep(Callback):
     def before_fit(self):
         self.norms = [m for m in self.learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         mp = next((cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision)), None)
-        if mp is not None and getattr(self.learn, 'scaler', None) is not None and self.learn.scaler.is_enabled():
-            # For Learners built directly (a run's check_recipe refuses it before any folder exists).
-            raise ConfigError("recipe field sam with fp16: SAM's second backward pass does not work with fp16's loss "
-                              "scaler. Use precision 'bf16' or 'fp32'.")
+        scaler = getattr(self.learn, 'scaler', None)  # for a Learner built directly: a run's preflight refused fp16
+        check_sam_precision(mp is not None and scaler is not None and scaler.is_enabled(),
+                            " (the Learner's MixedPrecision has a loss scaler)")
         self.autocast = mp.autocast if mp is not None else contextlib.nullcontext()
 
     def before_step(self):
@@ -45,6 +44,15 @@ class SAMStep(Callback):
         finally:
             for m, mom in zip(self.norms, momenta): m.momentum = mom
         return loss.detach()
+
+
+def check_sam_precision(fp16: bool, where: str = '') -> None:
+    """Refuse SAM with fp16: its second backward pass does not work with fp16's loss scaler. `fp16` is the caller's
+    evidence: before a run (preflight), an fp16 precision on any device, so that a recipe refused on a GPU is refused
+    on a CPU too; in a Learner built directly, an enabled loss scaler. `where` says which, for the message."""
+    if fp16:
+        raise ConfigError(f"recipe field sam with fp16{where}: SAM's second backward pass does not work with fp16's "
+                          f"loss scaler. Use --precision bf16 or fp32.")
 
 
 def sam_callbacks(rho: float) -> list:

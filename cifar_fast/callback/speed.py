@@ -28,11 +28,17 @@ def training_images(dls, n: int) -> torch.Tensor:
     return torch.cat(xs)[:n]
 
 
+def check_whitening_stem(model: nn.Module, name: str | None = None) -> None:
+    """speed.whiten needs a whitening stem: a model with `init_whitening` (a fastnet). Checked here for a built model
+    and, on a meta-device build, by preflight before a run folder exists. `name`: the model's name, for the message."""
+    if not hasattr(model, 'init_whitening'):
+        raise ConfigError(f"recipe field speed.whiten=True needs a model with a whitening stem (a fastnet); "
+                          f"{name or type(model).__name__!r} has none.")
+
+
 def init_whitening(model: nn.Module, dls, n_images: int = 5000, eps: float = 5e-4) -> nn.Module:
     "Set a fastnet's patch-whitening stem from the first `n_images` training images and freeze its weights (airbench)."
-    if not hasattr(model, 'init_whitening'):
-        raise ConfigError(f"speed.whiten needs a model with a whitening stem (a fastnet); "
-                          f"{type(model).__name__} has none.")
+    check_whitening_stem(model)
     model.init_whitening(training_images(dls, n_images).to(model.whiten.weight.device), eps)
     model.whiten.weight.requires_grad_(False)
     return model

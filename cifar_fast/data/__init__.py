@@ -1,8 +1,9 @@
 """CIFAR-10 data: sources, the decode cache, the fast and DataBlock engines."""
+from ..data_engines import ENGINES
 from .augment import CIFAR_MEAN, CIFAR_STATS, CIFAR_STD
 from .cache import CifarArrays, load_arrays
 from .fast import NO_AUG, Augment, CifarDataLoaders, CifarTensors, FastDL
-from .loaders import ENGINES, CifarData, cifar_data, cifar_dls, recipe_dls, stratified_subset
+from .loaders import CifarData, cifar_data, cifar_dls, recipe_dls, stratified_subset
 from .sources import CifarSource, cache_dir, resolve_source, run_data_source
 from .synthetic import CIFAR10_CLASSES, make_synthetic_cifar
 

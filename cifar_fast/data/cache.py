@@ -7,13 +7,11 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import tarfile
 import time
 import warnings
-import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -21,9 +19,8 @@ from PIL import Image
 from ..errors import DataError
 from .lock import file_lock
 from .pickles import read_pickles, warn_unofficial
-from .sources import CifarSource, cache_dir, cache_error, make_temp_dir
+from .sources import SPLITS, CifarSource, cache_dir, cache_error, list_images, make_temp_dir
 
-SPLITS = ('train', 'test')
 CACHE_VERSION = 3  # bump when the cached layout or the decoding changes (2: 16-bit images scaled, file sizes in meta;
 # 3: pickles read by the restricted unpickler, meta says which are not the official files)
 IMG_SHAPE = (3, 32, 32)
@@ -100,7 +97,7 @@ def _decode(src: CifarSource, num_workers: int | None, progress: bool) -> CifarA
     unofficial = []
     if src.kind == 'pickles': (classes, x, y, files, unofficial), bad, conv = read_pickles(src), [], []
     else:
-        classes, listing = _list_folder(src.root) if src.kind == 'folder' else _list_archive(src.root)
+        classes, listing = list_images(src)
         classes, x, y, files, bad, conv = _decode_listing(src, classes, listing, num_workers, progress)
     meta = dict(version=CACHE_VERSION, source=src.origin, kind=src.kind, fingerprint=src.fingerprint,
                 classes=list(classes), n={s: len(y[s]) for s in SPLITS}, bad=bad, converted=len(conv),
@@ -188,84 +185,6 @@ def decode_image(payload) -> tuple[np.ndarray | None, str]:
             return np.asarray(im.convert('RGB')), 'ok' if im.mode == 'RGB' else f'converted:{im.mode}'
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError… for bad files; all mean "unusable"
         return None, f'cannot be decoded as an image ({type(e).__name__}: {e})'
-
-
-# ---- listing the layouts --------------------------------------------------------------------------------------
-
-def _classes(origin: str, per_split: dict, labels_txt: str | None) -> list[str]:
-    "Class names in standard order: labels.txt when present (it must agree with the folders), else sorted."
-    tr, te = set(per_split['train']), set(per_split['test'])
-    if tr != te:
-        raise DataError(f"CIFAR-10 source {origin}: train and test have different classes: only in train: "
-                        f"{sorted(tr - te) or '-'}; only in test: {sorted(te - tr) or '-'}.")
-    if not tr: raise DataError(f"CIFAR-10 source {origin}: train/ has no class folders.")
-    for sp, d in per_split.items():
-        empty = sorted(c for c, names in d.items() if not names)
-        if empty: raise DataError(f"CIFAR-10 source {origin}: class folder(s) {', '.join(f'{sp}/{c}' for c in empty)} "
-                                  f"are empty; remove them or add their images.")
-    if labels_txt is None: return sorted(tr)
-    labels = [ln.strip() for ln in labels_txt.splitlines() if ln.strip()]
-    if set(labels) != tr or len(labels) != len(tr):
-        raise DataError(f"CIFAR-10 source {origin}: labels.txt lists {labels} but the class folders are "
-                        f"{sorted(tr)}; make them agree or delete labels.txt.")
-    return labels
-
-
-def _flatten(classes, per_split, payload):
-    return [(sp, ci, f'{sp}/{c}/{n}', payload(sp, c, n))
-            for sp in SPLITS for ci, c in enumerate(classes) for n in sorted(per_split[sp][c])]
-
-
-def _list_folder(root: Path):
-    per_split = {}
-    for sp in SPLITS:
-        per_split[sp] = {d.name: [f.name for f in d.iterdir() if f.is_file() and not f.name.startswith('.')]
-                         for d in (root / sp).iterdir() if d.is_dir() and not d.name.startswith('.')}
-    lt = root / 'labels.txt'
-    classes = _classes(str(root), per_split, lt.read_text() if lt.is_file() else None)
-    return classes, _flatten(classes, per_split, lambda sp, c, n: root / sp / c / n)
-
-
-def _list_archive(p: Path):
-    "Read an archive's members into memory; the dataset root is the prefix above train/ and test/."
-    try: members = _archive_members(p)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"Archive {p} cannot be read ({type(e).__name__}: {e}); it may be truncated or corrupt. "
-                        f"Download it again or point --data at an extracted folder.") from e
-    roots = Counter()
-    for name, is_dir, _ in members:
-        parts = PurePosixPath(name).parts
-        for i, part in enumerate(parts[:-1]):
-            if part == 'train': roots[parts[:i]] += 1
-    if not roots: raise DataError(f"Archive {p} holds no train/<class>/ folders (fastai's CIFAR layout).")
-    prefix = roots.most_common(1)[0][0]
-    per_split, data, labels = {sp: {} for sp in SPLITS}, {}, None
-    for name, is_dir, payload in members:
-        parts = PurePosixPath(name).parts
-        if parts[:len(prefix)] != prefix: continue
-        rel = parts[len(prefix):]
-        if rel == ('labels.txt',) and not is_dir: labels = payload.decode()
-        if len(rel) < 2 or rel[0] not in SPLITS or rel[1].startswith('.'): continue
-        cls = per_split[rel[0]].setdefault(rel[1], [])
-        if len(rel) == 3 and not is_dir and not rel[2].startswith('.'):
-            cls.append(rel[2]); data[rel] = payload
-    classes = _classes(str(p), per_split, labels)
-    return classes, _flatten(classes, per_split, lambda sp, c, n: data[(sp, c, n)])
-
-
-def _archive_members(p: Path):
-    """(name, is_dir, bytes) for every member, much faster than extracting. A tar is streamed member by member ('r|*'
-    decompresses as it reads), so memory holds the members' bytes, not the compressed and the whole decompressed
-    archive as well (cifar10.tgz: 19.6 MB gzipped, 92.7 MB of tar, 55.3 MB of images)."""
-    if p.name.lower().endswith('.zip'):
-        with zipfile.ZipFile(p) as zf:
-            return [(i.filename, i.is_dir(), b'' if i.is_dir() else zf.read(i)) for i in zf.infolist()]
-    out = []
-    with tarfile.open(p, 'r|*') as tf:
-        for m in tf:
-            if m.isfile(): out.append((m.name, False, tf.extractfile(m).read()))
-            elif m.isdir(): out.append((m.name, True, b''))
-    return out
 
 
 # ---- the cache on disk ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
 from fasttransform import Transform
 
+from ..data_engines import check_engine_options
 from . import augment as A
 from .fast import Augment
 
@@ -46,7 +47,7 @@ def cifar_datablock(classes, aug: Augment = Augment(), get_items=None, stats=A.C
     """DataBlock for fastai's CIFAR layout: `GrandparentSplitter(train/test)`, `parent_label`, pad-and-random-crop,
     flip, optional TrivialAugment/AutoAugment (`aug.policy`, torchvision's, per PIL image) and cutout, normalised with
     `stats` (fastai's `cifar_stats`)."""
-    if aug.alt_flip: raise ValueError("alt_flip (airbench's alternating flip) needs the fast engine (engine='fast').")
+    check_engine_options('datablock', aug.alt_flip)  # cifar_dls checked already; this guards direct callers
     item_tfms = []
     if aug.policy: item_tfms.append(TorchvisionAugment(aug.policy))
     # Padding to 32+2t and a random 32 crop; on the test split RandomCrop takes the centre, i.e. the original image.

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from fastai.torch_core import default_device
 
+from ..data_engines import check_engine_options
 from ..errors import ConfigError
 from ..machine import resolve_channels_last
 from . import augment as A
@@ -20,8 +21,6 @@ from .fast import Augment, CifarTensors, fast_dataloaders
 from .sources import image_folder, resolve_source
 
 if TYPE_CHECKING: from ..recipe import Recipe
-
-ENGINES = ('fast', 'datablock')
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -85,7 +84,7 @@ def cifar_dls(data=None, engine: str = 'fast', bs: int = 512, val_bs: int | None
         stats: (mean, std) per channel that images are normalised with (default: fastai's `cifar_stats`).
         origin: where `data` came from, for messages (an option, a recipe field, a run's recipe.json).
     """
-    if engine not in ENGINES: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    check_engine_options(engine, aug.alt_flip)  # before the decode: a refusal costs nothing
     if policy is not None:
         if aug.policy not in (None, policy):
             raise ConfigError(f"policy={policy!r} and aug.policy={aug.policy!r} disagree: give the policy once.")

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from ..errors import DataError
-from .sources import PICKLE_BATCHES, CifarSource
+from .sources import PICKLE_BATCHES, CifarSource, unreadable_archive
 
 META = 'batches.meta'
 # MD5 of each file of cifar-10-python.tar.gz, as torchvision checks before unpickling: `CIFAR10.train_list`,
@@ -116,9 +116,7 @@ def _read_files(src: CifarSource) -> dict:
                 for m in tf:
                     n = PurePosixPath(m.name).name
                     if m.isfile() and n in wanted and n not in raw: raw[n] = tf.extractfile(m).read()
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise DataError(f"Archive {src.root} cannot be read ({type(e).__name__}: {e}); it may be truncated or "
-                            f"corrupt. Download it again or point --data at an extracted folder.") from e
+        except (tarfile.TarError, EOFError, OSError) as e: raise unreadable_archive(src.root, e) from e
     missing = sorted(wanted - raw.keys())
     if missing:
         verb = 'is' if len(missing) == 1 else 'are'

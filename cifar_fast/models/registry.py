@@ -141,12 +141,13 @@ def create_model(name: str, num_classes: int = 10, seed: int | None = None, **kw
         return build()
 
 
-def validate_model(name: str, kwargs: dict[str, Any]) -> None:
-    "Raise ConfigError for an unknown model (ours or 'timm/<arch>') or an option or value it refuses; no real build."
+def validate_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Raise ConfigError for an unknown model (ours or 'timm/<arch>') or an option or value it refuses; no real build.
+    Returns the model built on the meta device, for checks of its structure (preflight's whitening stem)."""
     # create_model checks the name and the option names before building. Values (shortcut='C', widths=3) only fail
     # in the builder, so build on the meta device: no memory, no init maths, milliseconds even for wrn28_10.
     try:
-        with torch.device('meta'): create_model(name, **kwargs)
+        with torch.device('meta'): return create_model(name, **kwargs)
     except ConfigError: raise
     except (TypeError, ValueError) as e:  # a builder's own complaint about a value, e.g. tuple(3) for widths=3
         raise ConfigError(f"Model {name!r} cannot be built with {kwargs}: {e}") from e
