@@ -5,7 +5,9 @@ On one CUDA GPU, with this checkout, the archive in the git-ignored `.data/` and
 table plus one JSON line per run into --out:
 
   1. airbench94 (the `airbench` package's train94, called as benchmarks/vs_airbench.py calls it) and recipes/speed94.py,
-     interleaved after one warm-up of each, n=5 each: TTA accuracy and wall seconds on the same pixels;
+     interleaved after one warm-up of each, n=5 each: TTA accuracy, wall and training seconds on the same pixels,
+     each side under its own cuDNN flags; then one profiled run of each (`profiled`: a torch.profiler trace of 20
+     steps, host µs and kernels per step, GPU busy fraction, syncs per run from CUDA's sync debug mode);
   2. airbench95 and recipes/speed95.py the same way, n=3 each;
   3. speed94 --speed.muon true, n=3;
   4. training images/s through the Learner of wrn28_3_5, resnet18_5m, resnet56 and vgg16 at their recipes' batch
@@ -59,8 +61,11 @@ PARTS = {1: 'airbench94 vs speed94', 2: 'airbench95 vs speed95', 3: 'speed94 wit
          5: 'one epoch of each recipe'}
 THROUGHPUT_RECIPES = ('wrn28_3_5', 'resnet18_5m', 'resnet56', 'vgg16')
 AIRBENCH_ENTRY_POINTS = ('train94', 'train95', 'evaluate', 'CifarLoader')  # what vs_airbench.airbench_run calls
-GPU = dict(runs94=5, runs95=3, runs_muon=3, warmups=1, tp_warm=20, tp_timed=100, tp_valid=1000, overrides=[])
-DRY = dict(runs94=1, runs95=1, runs_muon=1, warmups=0, tp_warm=1, tp_timed=1, tp_valid=20,
+# profile_skip/profile_steps: the profiled window, after the first epochs' steps (speed94: 48 a 50,000-image epoch)
+GPU = dict(runs94=5, runs95=3, runs_muon=3, warmups=1, tp_warm=20, tp_timed=100, tp_valid=1000, overrides=[],
+           profile_skip=100, profile_steps=20)
+DRY = dict(runs94=1, runs95=1, runs_muon=1, warmups=0, tp_warm=1, tp_timed=1, tp_valid=20, profile_skip=0,
+           profile_steps=1,
            overrides=['--epochs', '1', '--data.train_size', '20', '--data.valid_size', '20', '--data.batch_size', '10',
                       '--data.val_batch_size', '20'])
 # The dry run checks the code, not speed, in one thread: with another process busy on the same 2 cores, a resnet56
@@ -218,10 +223,12 @@ def ours(c: Check, recipe: str, args: list[str], extra_cbs=()) -> dict:
     shutil.rmtree(res.run_dir, ignore_errors=True)
     if s.get('state') == 'interrupted': raise RuntimeError(f'{recipe} was interrupted')
     acc = s['test_accuracy_tta'] if s['test_accuracy_tta'] is not None else s['test_accuracy']
+    import torch
     return dict(accuracy=acc, tta_level=s['tta_level'], test_accuracy=s['test_accuracy'], wall_s=round(secs, 3),
                 train_s=s['train_seconds'], compile_s=s['compile_seconds'], images_per_s=s['train_images_per_sec'],
                 epochs=s['epochs'], params=s['params'], batch_size=r.data.batch_size, precision=s['precision'],
-                seed=r.seed)
+                seed=r.seed, cudnn=dict(deterministic=torch.backends.cudnn.deterministic,
+                                        benchmark=torch.backends.cudnn.benchmark))
 
 
 def airbench(c: Check, pair: str) -> dict:
@@ -229,7 +236,42 @@ def airbench(c: Check, pair: str) -> dict:
     from vs_airbench import airbench_run
     with chdir(c.work):  # airbench opens 'cifar10/train.pt' relative to the working folder
         r = airbench_run(pair)
-    return dict(accuracy=float(r['accuracy_tta']), tta_level=2, wall_s=round(r['wall_s'], 3))
+    return dict(accuracy=float(r['accuracy_tta']), tta_level=2, wall_s=round(r['wall_s'], 3),
+                train_s=round(r['train_s'], 3), cudnn=r['cudnn'])
+
+
+def profiled(c: Check, fn) -> dict:
+    """One run of `fn` under torch.profiler, its trace kept for `profile_steps` optimiser steps after `profile_skip`
+    (every optimiser's steps, airbench's too, move the profiler's window through a step hook), and, on a GPU, under
+    CUDA's sync debug mode for the whole run. Per step: host µs (the profiler's step ranges), kernels launched, the
+    GPU's busy fraction of the window; syncs per run (the debug mode's warnings). The trace goes to --out."""
+    import warnings
+    import torch
+    from torch.autograd import DeviceType
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.profiler import ProfilerActivity, profile, schedule
+    cuda = c.device == 'cuda'
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sched = schedule(wait=c.cfg['profile_skip'], warmup=1, active=c.cfg['profile_steps'], repeat=1)
+    with warnings.catch_warnings(record=True) as caught, profile(activities=acts, schedule=sched) as prof:
+        warnings.simplefilter('always')
+        hook = register_optimizer_step_post_hook(lambda *a: prof.step())
+        if cuda: torch.cuda.set_sync_debug_mode('warn')
+        try: res = fn()
+        finally:
+            hook.remove()
+            if cuda: torch.cuda.set_sync_debug_mode(0)
+    steps = [e for e in prof.events() if e.name.startswith('ProfilerStep')]
+    if not steps: raise RuntimeError(f"no profiled step: the run had fewer than {c.cfg['profile_skip'] + 2} steps")
+    span = (max(e.time_range.end for e in steps) - min(e.time_range.start for e in steps)) / 1e6
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    trace = c.out / f"trace_{res.get('name', 'run')}_{len(list(c.out.glob('trace_*')))}.json"
+    prof.export_chrome_trace(str(trace))
+    syncs = sum('synchroniz' in str(w.message) for w in caught) if cuda else None
+    return dict(res, profiled_steps=len(steps), host_us_per_step=round(span / len(steps) * 1e6, 1),
+                kernels_per_step=round(len(kernels) / len(steps), 1),
+                gpu_busy=round(sum(e.device_time for e in kernels) / 1e6 / span, 3) if cuda else None,
+                syncs_per_run=syncs, trace=trace.name)
 
 
 def step_timer(skip: int, device: str):
@@ -280,6 +322,12 @@ def part_pair(c: Check, part: int, pair: str, n: int) -> None:
         c.attempt(ab, run_ab, warmup=True); c.attempt(us, run_us(10_000 + w), warmup=True, run=w)
     for i in range(n):
         c.attempt(ab, run_ab, run=i); c.attempt(us, run_us(i), run=i)
+    if part != 1: return
+    # Where each side's step time goes: one more run of each, profiled (its time is not in the rows above)
+    pab, pus = c.item(part, f'airbench{pair} (profiled)', 1), c.item(part, f'speed{pair} (profiled)', 1)
+    if c.airbench: pab.stop(c.airbench)
+    c.attempt(pab, lambda: profiled(c, lambda: dict(run_ab(), name=f'airbench{pair}')))
+    c.attempt(pus, lambda: profiled(c, lambda: dict(run_us(20_000)(), name=f'speed{pair}')))
 
 
 def part_muon(c: Check, n: int) -> None:
@@ -300,7 +348,8 @@ def recipe_names() -> list[str]: return sorted(p.stem for p in (ROOT / 'recipes'
 
 def planned_items(c: Check, part: int) -> list[tuple[str, int]]:
     "What a part would run, for the rows of a part that was not selected."
-    return {1: [('airbench94', c.cfg['runs94']), ('speed94', c.cfg['runs94'])],
+    return {1: [('airbench94', c.cfg['runs94']), ('speed94', c.cfg['runs94']), ('airbench94 (profiled)', 1),
+                ('speed94 (profiled)', 1)],
             2: [('airbench95', c.cfg['runs95']), ('speed95', c.cfg['runs95'])],
             3: [('speed94 --speed.muon true', c.cfg['runs_muon'])],
             4: [(n, 1) for n in THROUGHPUT_RECIPES], 5: [(n, 1) for n in recipe_names()]}[part]
@@ -373,18 +422,23 @@ def render(c: Check, env: dict, cmd: str, used: dict, total_s: float) -> str:
             + ', '.join(f'{k} {b:.0f}/{used.get(k, 0):.0f}' for k, b in c.budgets.items()),
             '- accuracy: test accuracy with the TTA level of the run (airbench and speed*: level 2), else plain; '
             'mean ± std over n runs, warm-up runs excluded. wall s: one run, from recipe to finished run folder '
-            '(ours) or train + TTA evaluation (airbench), GPU synchronised.',
+            '(ours) or train + TTA evaluation (airbench), GPU synchronised; train s: training alone (our '
+            "summary's train_seconds; airbench's train call). Each side under its own cuDNN flags (in runs.jsonl).",
+            '- profiled rows (part 1): one more run each under torch.profiler, a window of optimiser steps traced '
+            '(trace_*.json beside this report): host µs per step, kernels per step, GPU busy fraction of the window, '
+            "syncs per run from CUDA's sync debug mode.",
             f'- images/s (part 4): training batches after the warm-up ones, GPU synchronised. N-GPU estimate: '
             f'`n_gpu_estimate` in benchmarks/gpu_check.py, at an assumed {c.link_gbps:g} GB/s link (not measured).',
-            '', '| part | what | n | accuracy | wall s / run | train images/s | note |',
-            '|---|---|---:|---:|---:|---:|---|']
+            '', '| part | what | n | accuracy | wall s / run | train s / run | train images/s | note |',
+            '|---|---|---:|---:|---:|---:|---:|---|']
     rows = []
     for it in c.items:
         acc = mean_std([r['accuracy'] * 100 for r in it.runs if 'accuracy' in r], '{:.2f}')
         acc = acc if acc == '–' else acc + '%'
         wall = mean_std([r['wall_s'] for r in it.runs], '{:.2f}')
         ips = mean_std([r['images_per_s'] for r in it.runs if 'images_per_s' in r], '{:,.0f}')  # airbench has none
-        rows.append(f"| {it.part} | {it.name} | {len(it.runs)} | {acc} | {wall} | {ips} | {note(it)} |")
+        train = mean_std([r['train_s'] for r in it.runs if 'train_s' in r], '{:.2f}')
+        rows.append(f"| {it.part} | {it.name} | {len(it.runs)} | {acc} | {wall} | {train} | {ips} | {note(it)} |")
     return '\n'.join(head + rows) + '\n'
 
 
@@ -396,6 +450,10 @@ def note(it: Item) -> str:
         out.append(f"batch {r['batch_size']}, {r['precision']}, {r['params'] / 1e6:.2f}M params; N=1/2/4/8: "
                    + ' / '.join(f"{e['images_per_s']:,.0f}" for e in est) + ' img/s (efficiency '
                    + ' / '.join(f"{e['efficiency']:.3f}" for e in est) + ')')
+    if r and 'host_us_per_step' in r:
+        busy = '–' if r['gpu_busy'] is None else f"{r['gpu_busy']:.1%}"
+        out.append(f"{r['profiled_steps']} steps traced: host {r['host_us_per_step']:,.0f} µs/step, "
+                   f"{r['kernels_per_step']:g} kernels/step, GPU busy {busy}, syncs/run {r['syncs_per_run']}")
     if it.part == 5 and r: out.append(f"1 epoch, TTA level {r['tta_level']}, {r['precision']}, batch {r['batch_size']}")
     if it.reason: out.append(f'{it.planned - len(it.runs)} of {it.planned} {it.reason}')
     return '; '.join(out)

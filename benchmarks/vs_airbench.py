@@ -6,7 +6,9 @@ from cifar_fast's decode of `--data`, so both sides train on exactly the same pi
 each (cuDNN autotuning, allocator, compile caches), then `--runs` runs of each, interleaved. Reported per side: test
 accuracy with TTA as airbench reports it (mean ± std) and wall seconds per run, timed around the call with the GPU
 synchronised: airbench's = train + TTA evaluation; ours = `train()` from recipe to finished run folder (it also
-validates every epoch and writes weights, export and curves), with its own training-only seconds beside.
+validates every epoch and writes weights, export and curves); training alone beside each (airbench's train call; our
+summary's train_seconds), and the cuDNN flags each side ran under (airbench's own: torch's defaults are reset before it;
+ours: the recipe's `deterministic`, default off, so cuDNN's autotuner is on).
 Goals: speed94 ≥ airbench94's accuracy in ≤ 1.0× its time; speed95 ≥ airbench95's + 0.5 pt, ≤ 1.0× time.
 
     python benchmarks/vs_airbench.py --data .data/cifar10.tgz --runs 5 --pairs 94 95
@@ -48,15 +50,17 @@ def timed(fn):
 
 
 def airbench_run(pair: str) -> dict:
+    """airbench's train{pair} then its TTA evaluation, each timed, under airbench's own cuDNN flags: torch's defaults
+    reset first (a run of ours may have set them), whatever airbench sets itself kept, and recorded."""
     import airbench
     train = getattr(airbench, f'train{pair}')
     tta = 2  # airbench94/95's hyp['net']['tta_level']
-
-    def go():
-        model = train(verbose=False)
-        return airbench.evaluate(model, airbench.CifarLoader('cifar10', train=False, batch_size=2000), tta_level=tta)
-    acc, secs = timed(go)
-    return dict(accuracy_tta=acc, wall_s=secs)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False  # torch's defaults
+    model, train_s = timed(lambda: train(verbose=False))
+    acc, eval_s = timed(lambda: airbench.evaluate(model, airbench.CifarLoader('cifar10', train=False, batch_size=2000),
+                                                  tta_level=tta))
+    return dict(accuracy_tta=acc, wall_s=train_s + eval_s, train_s=train_s,
+                cudnn=dict(deterministic=torch.backends.cudnn.deterministic, benchmark=torch.backends.cudnn.benchmark))
 
 
 def ours_run(pair: str, data: str, seed: int, runs_root: Path) -> dict:
@@ -66,7 +70,8 @@ def ours_run(pair: str, data: str, seed: int, runs_root: Path) -> dict:
     res, secs = timed(lambda: train(r, runs_root=runs_root, show_progress=False))
     s = res.summary
     return dict(accuracy_tta=s['test_accuracy_tta'], wall_s=secs, train_s=s['train_seconds'],
-                compile_s=s['compile_seconds'], run_dir=str(res.run_dir))
+                compile_s=s['compile_seconds'], run_dir=str(res.run_dir),
+                cudnn=dict(deterministic=torch.backends.cudnn.deterministic, benchmark=torch.backends.cudnn.benchmark))
 
 
 def summarise(rows: list[dict], key: str) -> str:

@@ -66,8 +66,9 @@ def test_dry_run_covers_every_part(synthetic, tmp_path):
             ('3', 'speed94 --speed.muon true')} <= names
     assert {('4', m) for m in ('wrn28_3_5', 'resnet18_5m', 'resnet56', 'vgg16')} <= names
     assert {('5', f.stem) for f in (ROOT / 'recipes').glob('*.py')} <= names
+    assert {('1', 'airbench94 (profiled)'), ('1', 'speed94 (profiled)')} <= names
     for r in rows:  # run (n ≥ 1), or not run with its reason
-        assert int(r[2]) >= 1 or 'not run (' in r[6], r
+        assert int(r[2]) >= 1 or 'not run (' in r[7], r
     assert 'airbench' in table and 'DRY RUN' in table
 
     lines = [json.loads(x) for x in (out / 'runs.jsonl').read_text().splitlines()]
@@ -84,6 +85,10 @@ def test_dry_run_covers_every_part(synthetic, tmp_path):
     assert len(part5) == len(list((ROOT / 'recipes').glob('*.py')))
     for x in part5:
         assert 0 <= x['accuracy'] <= 1 and x['images_per_s'] > 0
+    prof = next(x for x in runs if x['item'] == 'speed94 (profiled)')  # the traced window: host time, no kernels on CPU
+    assert prof['profiled_steps'] >= 1 and prof['host_us_per_step'] > 0 and prof['kernels_per_step'] == 0
+    assert prof['gpu_busy'] is None and prof['syncs_per_run'] is None and (out / prof['trace']).is_file()
+    assert all(x['cudnn'] == dict(deterministic=False, benchmark=True) for x in runs if x['part'] in (1, 2, 3))
     for x in lines:  # what did not run says why (no run failed, see above); airbench cannot run in a dry run
         if x['kind'] == 'not_run': assert x['reason'].startswith('not run (')
     assert any(x['kind'] == 'not_run' and x['item'] == 'airbench94' for x in lines)
@@ -111,10 +116,10 @@ def test_attempt_reports_budget_and_failure(gc, tmp_path):
 
     table = gc.render(c, dict(dry_run=True, date='d', gpu='g', driver='-', cuda='-', torch='-', fastai='-', timm='-',
                               airbench=None, python='-'), 'cmd', {}, 0.)
-    assert '| 1 | late | 0 | – | – | – | 3 of 3 not run (budget) |' in table
-    assert '| 2 | bad | 0 | – | – | – | 2 of 2 failed (RuntimeError: CUDA out of memory) |' in table
+    assert '| 1 | late | 0 | – | – | – | – | 3 of 3 not run (budget) |' in table
+    assert '| 2 | bad | 0 | – | – | – | – | 2 of 2 failed (RuntimeError: CUDA out of memory) |' in table
     # mean ± sample std of 50% and 70%: 60.00 ± 14.14; of 1 s and 3 s: 2.00 ± 1.41
-    assert '| 2 | ok | 2 | 60.00 ± 14.14% | 2.00 ± 1.41 | 20 ± 14 |' in table
-    assert '| 2 | airbench | 1 | 90.00% | 2.00 | – |' in table
+    assert '| 2 | ok | 2 | 60.00 ± 14.14% | 2.00 ± 1.41 | – | 20 ± 14 |' in table
+    assert '| 2 | airbench | 1 | 90.00% | 2.00 | – | – |' in table
     lines = [json.loads(x) for x in (tmp_path / 'runs.jsonl').read_text().splitlines()]
     assert [x['kind'] for x in lines] == ['failed', 'run', 'run', 'run']
