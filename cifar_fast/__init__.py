@@ -3,7 +3,8 @@
 Layers, bottom to top. A module imports only from its own layer or the ones below, never in a circle, not even lazily
 inside a function (tests/test_layers.py reads every import and holds the package to this table):
 
-    0  errors, console, plots, interpret_plots   messages, rendering, figures: no cifar_fast logic
+    0  errors, console, plots, interpret_plots,  messages, rendering, figures (drawn inline or in a helper
+       drawing                                   process): no cifar_fast logic
     1  data, models, optim, rundir, tta,         the pieces: images, nets, optimisers, files of a run folder, one
        predictions, machine, runlock, stop,      prediction pass and the result every report derives from, the
        wandb_mode, predfile, corruptions,        run's choices for this machine (precision, layout, compile, threads),

@@ -179,9 +179,10 @@ class RunInterpretation:
                             loss_func=CrossEntropyLossFlat())
         return ClassificationInterpretation(learn, self.dl, self.losses)
 
-    def save(self, out_dir: str | Path, figures: bool = True) -> dict[str, Path]:
+    def save(self, out_dir: str | Path, figures: bool = True, drawer=None) -> dict[str, Path]:
         """Write the CSVs, figures and report.md into `out_dir`, each atomically; returns name -> path. Without
-        `figures` (about 2 s of matplotlib on a 2-core CPU), the CSVs and report.md only."""
+        `figures` (about 2 s of matplotlib on a 2-core CPU), the CSVs and report.md only. A `drawing.Drawer` may draw
+        the figures in its helper process: they are on disk once its `wait()` returns."""
         t0, d = time.perf_counter(), Path(out_dir)
         head = f'{self.title} · {self.split} split' + (f' · TTA {self.tta}' if self.tta else '')
         pc, cols = self.per_class, ('precision', 'recall', 'f1', 'accuracy')
@@ -194,7 +195,7 @@ class RunInterpretation:
              'most_confused.csv': _write_csv(d / 'most_confused.csv', ['actual', 'predicted', 'count'],
                                              self.most_confused())}
         if rows: f['top_losses.csv'] = _write_csv(d / 'top_losses.csv', list(rows[0]), [list(r.values()) for r in rows])
-        if figures: f.update(self._figures(d, head, rows))
+        if figures: f.update(self._figures(d, head, rows, drawer))
         # Whatever this call did not write must not be left from an earlier one: the folder is one consistent set.
         for name in FILES:
             if name not in f and name != 'report.md': (d / name).unlink(missing_ok=True)
@@ -203,14 +204,19 @@ class RunInterpretation:
         self.files = {k: Path(v) for k, v in f.items()}
         return self.files
 
-    def _figures(self, d: Path, head: str, rows: list) -> dict[str, Path]:
+    def _figures(self, d: Path, head: str, rows: list, drawer=None) -> dict[str, Path]:
         "confusion.png, top_losses.png (when there are top losses) and calibration.png."
         from . import interpret_plots as P
-        f = {'confusion.png': P.plot_confusion(self.confusion, self.classes, d / 'confusion.png', title=head),
-             'calibration.png': P.plot_calibration(self.calibration, self.ece, d / 'calibration.png', title=head)}
-        if rows: f['top_losses.png'] = P.plot_top_losses(self.images([r['index'] for r in rows]), rows,
-                                                         d / 'top_losses.png',
-                                                         title=f'top {len(rows)} losses (plain cross-entropy) · {head}')
+        from .drawing import Drawer
+        draw = (drawer or Drawer()).draw
+        d.mkdir(parents=True, exist_ok=True)
+        draw(P.plot_confusion, self.confusion, self.classes, d / 'confusion.png', title=head)
+        draw(P.plot_calibration, self.calibration, self.ece, d / 'calibration.png', title=head)
+        f = {'confusion.png': d / 'confusion.png', 'calibration.png': d / 'calibration.png'}
+        if rows:
+            draw(P.plot_top_losses, self.images([r['index'] for r in rows]), rows, d / 'top_losses.png',
+                 title=f'top {len(rows)} losses (plain cross-entropy) · {head}')
+            f['top_losses.png'] = d / 'top_losses.png'
         return f
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .data import CIFAR_STATS
+from .drawing import Drawer
 from .learner import compile_cache_dir
 from .machine import cpu_has_native_bf16
 from .plots import plot_curves
@@ -71,6 +72,8 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     # from: work redone after a cut is not counted, so the figure means what an uninterrupted run's does).
     run.segments = run.earlier_segments + [run.segment()]
     run.wall_seconds = sum(s['wall_seconds'] for s in run.segments)
+    drawer = run.drawer if run.drawer.enabled else Drawer()  # curves.png always; CIFAR_FAST_RUN_FIGURES=0 skips
+    drawer.draw(plot_curves, rows, d / 'curves.png', title=f'{r.name} ({r.model})')  # interpret's figures only
     weights = select_weights(r, learn, cbs)
     learn.raw_model.load_state_dict(weights[weights['selected']])
     # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
@@ -91,11 +94,11 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     torch_save(dict(best=weights['best'], last=weights['last'], best_epoch=rows[best_i]['epoch'],
                     selected=weights['selected'], average=weights['average']), d / 'model.pth')
     export_learner(learn, d / 'export.pkl')
-    plot_curves(rows, d / 'curves.png', title=f'{r.name} ({r.model})')
     # CIFAR_FAST_RUN_FIGURES=0: the CSVs and report.md only, for many short runs (a test suite, a sweep of smoke runs);
     # each figure is ~1 s of matplotlib on a 2-core CPU, and `cifar-fast interpret RUN_DIR` draws them later.
-    res.save(d / 'interpret', figures=os.environ.get('CIFAR_FAST_RUN_FIGURES', '1') != '0')
+    res.save(d / 'interpret', figures=run.drawer.enabled, drawer=run.drawer)
     summary = run_summary(run, rows, best_i, res, tta_acc, weights)
+    drawer.wait()  # every figure on disk (drawn beside the run on a GPU: cifar_fast.drawing) before the run is complete
     if cbs.wandb is not None: cbs.wandb.log_final(res, summary, d)
     write_json(d / 'summary.json', summary)  # last: its presence marks a complete run
     run.status('complete', epoch=len(rows))
@@ -141,6 +144,7 @@ def close_run(run: Run) -> None:
     was written) is removed, and the lock is released."""
     if run.made and run.info.is_main and not (run.run_dir / 'recipe.json').is_file():
         shutil.rmtree(run.run_dir, ignore_errors=True)
+    run.drawer.close()
     if run.lock is not None: run.lock.release()
 
 

@@ -26,6 +26,7 @@ from .callback.speed import Lookahead, WeightEMA
 from .console import RunConsole, interactive
 from .data import CIFAR_STATS, recipe_dls, run_data_source
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
+from .drawing import Drawer, figures_mode
 from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
 from .learner import build_learner, compile_warmup, quiet_progress, run_lr_find
 from .machine import Choices, apply_threads, choose, seed_run
@@ -67,6 +68,7 @@ class Run:
     compile_seconds: float = 0.
     wall_seconds: float = 0.
     segments: list = field(default_factory=list)  # set at the end: every segment of the run, this one last
+    drawer: Drawer = field(default_factory=Drawer)  # where the end of the run draws its figures (cifar_fast.drawing)
 
     def status(self, state: str, **info):
         "status.json, written by rank 0 alone (it owns the run folder), wherever it can still be written."
@@ -213,6 +215,7 @@ def build(run: Run, source_file=None) -> None:
         restore_before_fit(run.state, learn)
         check_same_machine_choices(run.state, run.device, run.choices.precision)
     if run.state is None and info.is_main: record_run(run, dls, source_file)
+    if info.is_main: run.drawer = Drawer(figures_mode(run.device.type))  # a GPU's: helper process, warm by the end
     run.status('running', pid=os.getpid(), host=socket.gethostname(), world_size=info.world_size)
     if info.is_main: run.log.open(run.run_dir)
     else: run.log = RunConsole()  # other ranks print nothing
