@@ -61,10 +61,12 @@ def torch_save(obj, path: Path) -> Path:
 class BackgroundWrites:
     """Files written in the order given by one background thread, so a run's per-epoch checkpoints (serialising,
     writing, fsync) are off the training loop. Each is still written atomically; `wait()` returns once every one
-    submitted is on disk and raises the first write's error. Hand it data nothing else will change (`detached`)."""
-    def __init__(self): self._pool, self._pending = None, []
+    submitted is on disk and raises the first write's error. Hand it data nothing else will change (`detached`).
+    With `background=False` each write happens at once, in the caller's thread."""
+    def __init__(self, background: bool = True): self.background, self._pool, self._pending = background, None, []
 
     def submit(self, fn, *args) -> None:
+        if not self.background: fn(*args); return
         from concurrent.futures import ThreadPoolExecutor
         if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix='cifar_fast-writes')
         self._pending.append(self._pool.submit(fn, *args))

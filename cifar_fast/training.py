@@ -245,19 +245,21 @@ def warm_up_compiler(run: Run) -> None:
 def fit_callbacks(run: Run, extra_cbs=()) -> FitCallbacks:
     "The callbacks of this fit: schedule, metrics, checkpoints, stopping, weight averages, W&B, trackers."
     r, learn, state = run.r, run.learn, run.state
+    gpu = run.device.type == 'cuda'  # checkpoints written while the next epoch trains (callback.checkpoint)
     rec = RunRecorder(run.run_dir, rows=resume_rows(state), log=lambda row, n: run.log('epoch', dict(row, n_epoch=n)))
     check_every = 10 if run.info.distributed else 1  # stopping is agreed across ranks, which costs a collective
     stop, nan = GracefulStop(run.signals, every=check_every), StopOnNaN(every=max(r.speed.sync_every, check_every))
     ema = WeightEMA(r.speed.ema, r.speed.ema_warmup) if r.speed.ema else None
     cbs = [schedule_callback(r, run.groups), rec,
            Checkpointer(run.run_dir / 'checkpoints' / 'last.pth', learn.raw_model, rec, state,
-                        extras=dict(ema=ema) if ema else None, run_info=run.checkpoint_info),
+                        extras=dict(ema=ema) if ema else None, run_info=run.checkpoint_info, background=gpu),
            stop, nan, *extra_cbs]
     if ema: cbs.append(ema)
     if r.speed.lookahead: cbs.append(Lookahead(r.speed.lookahead_start, r.speed.lookahead_every))
     wb = _wandb_callback(r, run.run_dir, run.n_params, run.log)
     if wb is not None: cbs.append(wb)
-    best = BestWeights(run.run_dir / 'checkpoints' / 'best.pth', learn.raw_model, resume=state is not None)
+    best = BestWeights(run.run_dir / 'checkpoints' / 'best.pth', learn.raw_model, resume=state is not None,
+                       background=gpu)
     cbs.append(best)
     if r.patience: cbs.append(EarlyStoppingCallback(monitor='accuracy', patience=r.patience, reset_on_fit=False))
     return FitCallbacks(rec, stop, nan, best, ema, wb, cbs)

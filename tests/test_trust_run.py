@@ -344,3 +344,36 @@ def test_an_uninterrupted_run_has_one_segment(finished_run):
     assert s['resumed'] == 0 and len(s['segments']) == 1
     assert s['wall_seconds'] == pytest.approx(s['segments'][0]['wall_seconds'], abs=0.01)
 
+
+
+# ---- checkpoints written in the background (a GPU run's) --------------------------------------------------------
+
+def test_background_checkpoints_hold_what_inline_ones_do_and_are_on_disk_when_the_fit_ends(synthetic, tmp_path,
+                                                                                           monkeypatch):
+    "A GPU run writes its checkpoints from a background thread: the same contents as a CPU run's, every one finished."
+    from cifar_fast import rundir
+    inline = T.train(_recipe(synthetic, epochs=2), runs_root=tmp_path / 'inline').run_dir
+    init = rundir.BackgroundWrites.__init__
+    monkeypatch.setattr(rundir.BackgroundWrites, '__init__', lambda self, background=False: init(self, True))
+    back = T.train(_recipe(synthetic, epochs=2), runs_root=tmp_path / 'back').run_dir
+    for name in ('last.pth', 'prev.pth', 'best.pth'):
+        a, b = (torch.load(d / 'checkpoints' / name, weights_only=True) for d in (inline, back))
+        sd = (lambda x: x['model']) if name != 'best.pth' else (lambda x: x)
+        assert sd(a).keys() == sd(b).keys() and all(torch.equal(sd(a)[k], sd(b)[k]) for k in sd(a))
+        untimed = lambda rows: [{k: v for k, v in r.items() if 'seconds' not in k} for r in rows]
+        if name != 'best.pth': assert a['epoch'] == b['epoch'] and untimed(a['rows']) == untimed(b['rows'])
+    assert not list((back / 'checkpoints').glob('.*tmp*'))  # nothing half-written left
+
+
+def test_detached_copies_are_not_changed_by_training_and_write_errors_surface(tmp_path):
+    from cifar_fast.rundir import BackgroundWrites, detached
+    w = torch.zeros(3)
+    snap = detached(dict(model={'w': w}, rows=[dict(epoch=1)], n=2))
+    w.add_(1.)  # the next step changes the live weights in place
+    assert torch.equal(snap['model']['w'], torch.zeros(3)) and snap['n'] == 2
+    writes, order = BackgroundWrites(), []
+    for i in range(3): writes.submit(order.append, i)
+    def boom(): raise OSError(28, 'No space left on device', str(tmp_path / 'last.pth'))
+    writes.submit(boom)
+    with pytest.raises(OSError, match='No space'): writes.wait()
+    assert order == [0, 1, 2]

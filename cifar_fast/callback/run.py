@@ -57,10 +57,10 @@ class BestWeights(SwapsState, TrackerCallback):
     # weights back: keep what was validated.
     order = TrackerCallback.order - 1
 
-    def __init__(self, path: Path, model, monitor: str = 'accuracy', resume: bool = False):
+    def __init__(self, path: Path, model, monitor: str = 'accuracy', resume: bool = False, background: bool = False):
         super().__init__(monitor=monitor, reset_on_fit=False)
         self.path, self.raw_model, self.weights = Path(path), model, None
-        self.writes = BackgroundWrites()  # written in the background as the Checkpointer's are
+        self.writes = BackgroundWrites(background)  # in the background on a GPU, as the Checkpointer's
         if resume and self.path.is_file():  # saved by an earlier version from a compiled model: strip its prefix
             sd = torch.load(self.path, weights_only=True, map_location='cpu')
             self.weights = {k.removeprefix('_orig_mod.'): v for k, v in sd.items()}
