@@ -34,7 +34,7 @@ __version__ = '0.1.0'
 # Heavy parts (torch, fastai) load on first use, so `import cifar_fast` and recipe files stay fast.
 # (The training module is `training`, not `train`: a submodule named like the function would replace it as
 # `cifar_fast.train` as soon as anything imported the submodule.)
-_LAZY = {'train': 'training', 'lr_find': 'training', 'RunResult': 'training', 'recipe_dls': 'data',
+_LAZY = {'train': 'training', 'lr_find': 'learner', 'RunResult': 'training', 'recipe_dls': 'data',
          'build_learner': 'learner',
          'cifar_dls': 'data', 'cifar_data': 'data', 'Augment': 'data', 'make_synthetic_cifar': 'data',
          'create_model': 'models', 'list_models': 'models', 'model_info': 'models', 'register_model': 'models',

@@ -135,7 +135,7 @@ def torchrun(argv: list[str]) -> int:
 
 def cmd_lr_find(args) -> int:
     "lr_find on exactly the recipe's setup: suggestions table, lr_find.png and lr_find.json."
-    from .training import lr_find
+    from .learner import lr_find
     r = _recipe_from_args(args)
     res = lr_find(r, runs_root=args.runs)
     t = Table(title=escape(f'lr_find — {r.name} ({r.model})'), title_justify='left')

@@ -1,5 +1,6 @@
 """The recipe's fastai Learner: model, loss, optimiser and parameter groups, the Learner-level callbacks (mixing,
-precision, speed techniques), and the two things done with it before a fit: lr_find and torch.compile's warm-up.
+precision, speed techniques), and the two things done with it before a fit: lr_find and torch.compile's warm-up;
+and `lr_find` on a recipe alone (`cifar-fast lr-find`), into a folder of its own.
 `training` builds runs on it; notebooks can use it directly."""
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from fastai.callback.schedule import minimum, slide, steep, valley
 from fastai.learner import CastToTensor, Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
-from fastai.torch_core import to_device
+from fastai.torch_core import default_device, to_device
 
 from .callback.checkpoint import rng_restore, rng_snapshot
 from .callback.lean import LeanRecorder
@@ -25,12 +26,17 @@ from .callback.mixup import mix_callbacks
 from .callback.precision import precision_callbacks
 from .callback.sam import sam_callbacks
 from .callback.speed import DeviceAccuracy, LazySync, WhiteningBias, init_whitening
-from .data import cache_dir
+from .console import interactive
+from .data import cache_dir, recipe_dls
 from .data.fast import FastDL
-from .machine import Choices
-from .models import create_model
+from .distributed import dist_info
+from .errors import ConfigError
+from .machine import Choices, apply_threads, choose, seed_run
+from .models import create_model, validate_model
 from .optim import opt_func, splitter
-from .recipe import LR_SUGGESTIONS, Recipe
+from .plots import plot_lr_find
+from .recipe import LR_SUGGESTIONS, Recipe, recipe_hash, to_dict
+from .rundir import new_run_dir, write_json
 
 SUGGEST_FUNCS = dict(valley=valley, slide=slide, minimum=minimum, steep=steep)
 
@@ -191,3 +197,23 @@ def compile_warmup(learn) -> float:
         learn.model.load_state_dict(weights); learn.model.zero_grad(set_to_none=True)
         rng_restore(snap, learn.dls)
     return time.perf_counter() - t0
+
+
+def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root='runs', show_progress=None) -> dict:
+    "`lr_find` on exactly the recipe's setup; writes lr_find.png and lr_find.json into a new folder; weights untouched."
+    if dist_info().distributed: raise ConfigError("lr_find runs in one process: run it without torchrun/accelerate.")
+    validate_model(r.model, r.model_kwargs)
+    out_dir = Path(out_dir) if out_dir else new_run_dir(f'{r.name}-lr_find', Path(runs_root))
+    device = torch.device(device or default_device())
+    choices = choose(r, device)
+    apply_threads(choices.threads)
+    seed_run(r.seed, r.deterministic)
+    show_progress = interactive() if show_progress is None else show_progress
+    dls = recipe_dls(r, device, progress=show_progress, channels_last=choices.channels_last)
+    learn = build_learner(r, dls, out_dir, choices)
+    quiet_progress(learn, show_progress)
+    found = run_lr_find(learn)
+    write_json(out_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
+    write_json(out_dir / 'lr_find.json', found)
+    plot_lr_find(found, out_dir / 'lr_find.png')
+    return dict(found, out_dir=out_dir, learn=learn)

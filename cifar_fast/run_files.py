@@ -3,6 +3,7 @@ export.pkl, curves.png, interpret/ and, last, summary.json), from one prediction
 calls these is cifar_fast.training."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .data import CIFAR_STATS
 from .drawing import Drawer
+from .errors import TrainingDiverged
 from .learner import compile_cache_dir
 from .machine import cpu_has_native_bf16
 from .plots import plot_curves
@@ -138,6 +140,23 @@ def export_learner(learn, path: Path) -> Path:
 
 
 # ---- how a run that stops early leaves its folder ---------------------------------------------------------------
+
+def check_ending(run: Run, cbs: FitCallbacks) -> str:
+    "How the fit ended: 'diverged' (raised, with the way out), 'interrupted' (resumable) or 'complete'."
+    rows, nan = cbs.rec.rows, cbs.nan.where
+    if nan is not None:
+        kept = (f'the last good checkpoint (epoch {rows[-1]["epoch"]}) is kept' if rows
+                else 'no epoch had completed, so there is no checkpoint')
+        where = f"at epoch {nan['epoch']}" + (f", batch {nan['batch']}" if nan['batch'] is not None else '')
+        how = f"became {nan['loss']:.4g}" if math.isfinite(nan['loss']) else f"became {nan['loss']}"
+        if math.isfinite(nan['loss']): how += f" (over {nan['limit']}, 100 × a uniform guess's: it exploded)"
+        msg = (f"{nan['what']} {how} {where}: training diverged and stopped; {kept}. "
+               f"Lower the learning rate (try `cifar-fast lr-find`).")
+        run.status('diverged', epoch=len(rows), message=msg)
+        raise TrainingDiverged(msg)
+    # A signal after the fit's last batch check (in the last epoch's checkpoint) stops the run here, before its end.
+    return 'interrupted' if cbs.stop.requested or run.signals.requested else 'complete'
+
 
 def close_run(run: Run) -> None:
     """Last of every way out: a new run folder that holds none of our records (stopped or refused before recipe.json

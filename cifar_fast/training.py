@@ -1,11 +1,11 @@
 """recipe -> (dls, model) -> Learner + callbacks -> fit -> run folder, told as a short story of named steps in
-`_train`. The CLI, recipe scripts and notebooks all come through `train` and `lr_find` here; the Learner itself is
-built in `cifar_fast.learner`. Every way out of `train` (the end, a stop signal at any step, an exception of any
-kind, a refusal) leaves an honest status.json, no temporary files and the run folder's lock released."""
+`_train`. The CLI, recipe scripts and notebooks all come through `train` here; the Learner itself, and `lr_find` on a
+recipe alone, are in `cifar_fast.learner`; what a run writes, and how its fit ended, in `cifar_fast.run_files`. Every
+way out of `train` (the end, a stop signal at any step, an exception of any kind, a refusal) leaves an honest
+status.json, no temporary files and the run folder's lock released."""
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import socket
@@ -30,14 +30,13 @@ from .drawing import Drawer, figures_mode
 from .errors import ConfigError, DistributedJobFailed, TrainingDiverged
 from .learner import build_learner, compile_warmup, quiet_progress, run_lr_find
 from .machine import Choices, apply_threads, choose, seed_run
-from .models import validate_model
 from .optim import ParamGroups, param_groups
 from .plots import plot_lr_find
-from .recipe import Recipe, recipe_hash, to_dict
+from .recipe import Recipe, to_dict
 from .resume import check_resumable, check_same_machine_choices, resumed_recipe
 from .rundir import new_run_dir, os_error_message, read_json, set_status, write_json
 from .preflight import check_launch
-from .run_files import RunResult, close_run, finish_run, interrupted, record_run
+from .run_files import RunResult, check_ending, close_run, finish_run, interrupted, record_run
 from .runlock import RunLock
 from .stop import StopRequested, StopSignals
 
@@ -298,23 +297,6 @@ def fit(run: Run, cbs: FitCallbacks) -> None:
         run.learn.fit(run.r.epochs, lr=lr, wd=wd, cbs=cbs.all, reset_opt=run.state is None, start_epoch=start_epoch)
 
 
-def check_ending(run: Run, cbs: FitCallbacks) -> str:
-    "How the fit ended: 'diverged' (raised, with the way out), 'interrupted' (resumable) or 'complete'."
-    rows, nan = cbs.rec.rows, cbs.nan.where
-    if nan is not None:
-        kept = (f'the last good checkpoint (epoch {rows[-1]["epoch"]}) is kept' if rows
-                else 'no epoch had completed, so there is no checkpoint')
-        where = f"at epoch {nan['epoch']}" + (f", batch {nan['batch']}" if nan['batch'] is not None else '')
-        how = f"became {nan['loss']:.4g}" if math.isfinite(nan['loss']) else f"became {nan['loss']}"
-        if math.isfinite(nan['loss']): how += f" (over {nan['limit']}, 100 × a uniform guess's: it exploded)"
-        msg = (f"{nan['what']} {how} {where}: training diverged and stopped; {kept}. "
-               f"Lower the learning rate (try `cifar-fast lr-find`).")
-        run.status('diverged', epoch=len(rows), message=msg)
-        raise TrainingDiverged(msg)
-    # A signal after the fit's last batch check (in the last epoch's checkpoint) stops the run here, before its end.
-    return 'interrupted' if cbs.stop.requested or run.signals.requested else 'complete'
-
-
 # ---- the end of a run -----------------------------------------------------------------------------------------
 
 def finish(run: Run, cbs: FitCallbacks) -> RunResult:
@@ -323,23 +305,3 @@ def finish(run: Run, cbs: FitCallbacks) -> RunResult:
     if run.info.is_main: summary, res = finish_run(run, cbs)
     barrier()
     return RunResult(run.run_dir, summary, run.learn, res)
-
-
-def lr_find(r: Recipe, out_dir: str | Path | None = None, device=None, runs_root='runs', show_progress=None) -> dict:
-    "`lr_find` on exactly the recipe's setup; writes lr_find.png and lr_find.json into a new folder; weights untouched."
-    if dist_info().distributed: raise ConfigError("lr_find runs in one process: run it without torchrun/accelerate.")
-    validate_model(r.model, r.model_kwargs)
-    out_dir = Path(out_dir) if out_dir else new_run_dir(f'{r.name}-lr_find', Path(runs_root))
-    device = torch.device(device or default_device())
-    choices = choose(r, device)
-    apply_threads(choices.threads)
-    seed_run(r.seed, r.deterministic)
-    show_progress = interactive() if show_progress is None else show_progress
-    dls = recipe_dls(r, device, progress=show_progress, channels_last=choices.channels_last)
-    learn = build_learner(r, dls, out_dir, choices)
-    quiet_progress(learn, show_progress)
-    found = run_lr_find(learn)
-    write_json(out_dir / 'recipe.json', dict(recipe=to_dict(r), hash=recipe_hash(r)))
-    write_json(out_dir / 'lr_find.json', found)
-    plot_lr_find(found, out_dir / 'lr_find.png')
-    return dict(found, out_dir=out_dir, learn=learn)
