@@ -26,6 +26,9 @@ from .data_engines import ENGINES, check_engine_options
 from .errors import ConfigError, close_matches
 
 LR_SUGGESTIONS = ('valley', 'slide', 'minimum', 'steep')
+# The schedules a `warmup` goes before: one_cycle and triangular rise from lr/div over pct_start by themselves, and
+# flat_cos has no warm-up (lr_schedule in callback/schedule.py).
+WARMUP_SCHEDULES = ('cosine', 'step', 'linear_decay')
 
 
 def fld(default, help: str = '', choices=None, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -118,7 +121,13 @@ class Recipe:
     final_div: float = fld(1e4, 'final lr = lr/final_div (one_cycle, flat_cos, triangular)', lo=1)
     pct_start: float = fld(0.25, 'fraction of training spent warming up (one_cycle/triangular) or flat (flat_cos)',
                            lo=0, hi=1)
-    warmup: float = fld(0.0, 'linear warm-up fraction before cosine/step/linear_decay', lo=0, hi=1, hi_open=True)
+    warmup: float = fld(0.0, 'warm-up before cosine/step/linear_decay, as a fraction of training (or in epochs: '
+                        'warmup_epochs); the schedule runs over the rest', lo=0, hi=1, hi_open=True)
+    warmup_epochs: float = fld(0.0, 'warm-up before cosine/step/linear_decay, in epochs, instead of warmup; it keeps '
+                               'its length when --epochs changes (a run no longer than it is all warm-up)', lo=0)
+    warmup_shape: str = fld('linear', "the warm-up's lr: 'linear', lr/div rising to lr (Goyal et al. 2017), or "
+                            "'constant', lr/div held (He et al. 2016's ResNet-110: lr/10 for ~400 steps)",
+                            ('linear', 'constant'))
     moms: tuple = fld(lambda: (0.95, 0.85, 0.95), 'one_cycle momentum (start, middle, end)')
     milestones: tuple = fld(lambda: (0.5, 0.75), 'step schedule: fractions of training where lr drops')
     gamma: float = fld(0.1, 'step schedule: lr factor at each milestone', lo=0, hi=1, lo_open=True)
@@ -229,6 +238,19 @@ def _validate_recipe(r: Recipe):
     if not all(_type_ok(m, float) and 0 < m < 1 for m in r.milestones) or list(r.milestones) != sorted(r.milestones):
         raise ConfigError(f"recipe field milestones={r.milestones!r}: increasing fractions in (0, 1), "
                           f"e.g. (0.5, 0.75).")
+    if r.warmup and r.warmup_epochs:
+        raise ConfigError(f"recipe fields warmup={r.warmup!r} and warmup_epochs={r.warmup_epochs!r}: give the "
+                          f"warm-up's length once, as a fraction of training (warmup) or in epochs (warmup_epochs).")
+    for key in ('warmup', 'warmup_epochs'):
+        if getattr(r, key) and r.schedule not in WARMUP_SCHEDULES:
+            own = ('it rises from lr/div over pct_start by itself' if r.schedule in ('one_cycle', 'triangular')
+                   else 'it has no warm-up')
+            raise ConfigError(f"recipe field {key}={getattr(r, key)!r} applies to schedule "
+                              f"{', '.join(WARMUP_SCHEDULES)}, not schedule={r.schedule!r} ({own}): set {key}=0 or "
+                              f"choose one of those.")
+    if r.warmup_shape != 'linear' and not (r.warmup or r.warmup_epochs):
+        raise ConfigError(f"recipe field warmup_shape={r.warmup_shape!r} needs a warm-up: set warmup_epochs (e.g. 1) "
+                          f"or warmup (a fraction of training), or warmup_shape='linear' (the default) for none.")
     if not r.name or any(c in r.name for c in '/\\ '):
         raise ConfigError(f"recipe field name={r.name!r}: a non-empty name without spaces or slashes "
                           f"(it names the run folder).")

@@ -35,6 +35,14 @@ def test_expected_recipes_are_shipped():
     (dict(data=DataConfig(policy='rand')), r"data.policy='rand'.*allowed values.*'trivial', 'auto'"),
     (dict(data=DataConfig(engine='datablock', alt_flip=True)), r"recipe field data.alt_flip=True .*'fast'"),
     (dict(name='my run'), r'name='),
+    (dict(warmup=0.1), r"warmup=0.1 applies to schedule cosine, step, linear_decay, not schedule='one_cycle'"),
+    (dict(warmup_epochs=1), r"warmup_epochs=1 applies to schedule .*not schedule='one_cycle' \(it rises from"),
+    (dict(schedule='flat_cos', warmup=0.1), r"schedule='flat_cos' \(it has no warm-up\)"),
+    (dict(schedule='step', warmup=0.1, warmup_epochs=2), r"warmup=0.1 and warmup_epochs=2: give the warm-up's length"),
+    (dict(schedule='step', warmup_shape='constant'), r"warmup_shape='constant' needs a warm-up: set warmup_epochs"),
+    (dict(schedule='step', warmup=0.1, warmup_shape='cubic'), r"warmup_shape='cubic'.*'linear', 'constant'"),
+    (dict(schedule='step', warmup=1.0), r'warmup=1.0 is out of range'),
+    (dict(schedule='step', warmup_epochs=-1), r'warmup_epochs=-1 is out of range'),
 ])
 def test_bad_values_name_field_value_and_allowed(kw, match):
     with pytest.raises(ConfigError, match=match): Recipe(**kw)
