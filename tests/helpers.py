@@ -62,3 +62,15 @@ def cli_in_child(argv, env: dict, uid: int | None = None, fsize: int | None = No
     os.close(w)
     with open(r, 'rb') as f: out = f.read().decode()
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), out
+
+
+def load_benchmark(name: str):
+    "benchmarks/<name>.py as a module (the scripts import nothing heavy at import time)."
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,6 +1,5 @@
 """benchmarks/gpu_check.py: its budget schedule and N-GPU estimate against hand computations, and its --dry-run on the
 synthetic set, which must run every part through the GPU code path and write the table and the raw lines."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'benchmarks' / 'gpu_check.py'
@@ -15,12 +15,7 @@ SCRIPT = ROOT / 'benchmarks' / 'gpu_check.py'
 
 @pytest.fixture(scope='module')
 def gc():
-    "The script as a module (it imports nothing heavy at import time)."
-    spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules['gpu_check'] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('gpu_check')
 
 
 def test_deadlines_are_cumulative(gc):

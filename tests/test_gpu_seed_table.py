@@ -1,7 +1,6 @@
 """benchmarks/gpu_seed_table.py: its process pool against a deadline (with stand-in workers that import nothing), its
 table from hand-made lines against hand computations, and its --dry-run on the synthetic set, which must take the
 whole path (worker processes, both phases, the table, a continued --out) on CPU."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'benchmarks' / 'gpu_seed_table.py'
@@ -17,12 +17,7 @@ RECIPES = ('wrn28_3_5_gpu', 'resnet56_gpu', 'resnet18_5m_gpu', 'vgg16_gpu')
 
 @pytest.fixture(scope='module')
 def st():
-    "The script as a module (it imports nothing heavy at import time)."
-    spec = importlib.util.spec_from_file_location('gpu_seed_table', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules['gpu_seed_table'] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('gpu_seed_table')
 
 
 def env_line(cid='command 1', gpu='NVIDIA H200'):

@@ -2,13 +2,12 @@
 plain PyTorch loop of the same work. Counts do not depend on the machine, so a change that adds a scalar read, a typed
 tensor dispatch, a callback call or an op to the step fails here, not on a GPU. And the lean pieces that got the step
 there give fastai's values exactly: schedules, optimiser hyperparameters, event dispatch, TTA."""
-import importlib.util
 import random
-import sys
 from functools import partial
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import SchedCos, SchedLin, SchedNo
@@ -25,11 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def ho():
-    spec = importlib.util.spec_from_file_location('host_overhead', ROOT / 'benchmarks' / 'host_overhead.py')
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules['host_overhead'] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark('host_overhead')
 
 
 @pytest.fixture(scope='module')
