@@ -35,7 +35,7 @@ def triangle(step: int, total: int, start: float, peak: float, end: float) -> fl
 
 
 def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = None,
-         epochs: int | None = None) -> dict:
+         epochs: int | None = None, channels_last: bool = False) -> dict:
     if threads: torch.set_num_threads(threads)
     if torch.device(device).type == 'cpu': torch.set_flush_denormal(True)  # as the Learner does (train.build_learner)
     t_start = time.perf_counter()
@@ -48,6 +48,8 @@ def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = 
     model = create_model('fastnet_cpu').to(device)
     model.init_whitening(A.normalize(x_tr[:h['n_whiten']]))
     model.whiten.weight.requires_grad_(False)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format  # as the run it is compared with
+    model = model.to(memory_format=fmt)
     norm_biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     nb = {id(p) for p in norm_biases}
     others = [p for p in model.parameters() if id(p) not in nb]
@@ -74,6 +76,7 @@ def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = 
             sl = slice(i * h['bs'], (i + 1) * h['bs'])
             idx = perm[sl].to(device)
             x = A.normalize(A.flip(A.translate(x_tr[idx], shifts[sl], 'reflect'), flips[sl]))
+            x = x.contiguous(memory_format=fmt)
             f = triangle(step, total, h['start'], h['peak'], h['end'])
             for grp, base in zip(opt.param_groups, base_lrs): grp['lr'] = base * f
             with autocast: loss = F.cross_entropy(model(x), y_tr[idx], label_smoothing=h['label_smoothing'])
@@ -87,7 +90,8 @@ def main(data, seed: int, device='cpu', precision='fp32', threads: int | None = 
                               seconds=round(time.perf_counter() - t0, 2)))
         print(json.dumps(epoch_log[-1]), flush=True)
     acc_tta = evaluate(model, x_te, y_te, tta=True, autocast=autocast)
-    return dict(seed=seed, accuracy=epoch_log[-1]['accuracy'], accuracy_tta=acc_tta, train_seconds=round(t_train, 2),
+    return dict(seed=seed, precision=precision, channels_last=channels_last,
+                accuracy=epoch_log[-1]['accuracy'], accuracy_tta=acc_tta, train_seconds=round(t_train, 2),
                 wall_seconds=round(time.perf_counter() - t_start, 2), epochs=epoch_log)
 
 
@@ -110,10 +114,11 @@ if __name__ == '__main__':
     p.add_argument('--data', default=None)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'))
+    p.add_argument('--channels-last', action='store_true', help='model and batches in channels-last memory format')
     p.add_argument('--epochs', type=int, default=HYP['epochs'])
     p.add_argument('--out', help='write the result JSON here')
     a = p.parse_args()
-    res = main(a.data, a.seed, precision=a.precision, epochs=a.epochs)
+    res = main(a.data, a.seed, precision=a.precision, epochs=a.epochs, channels_last=a.channels_last)
     print(json.dumps({k: v for k, v in res.items() if k != 'epochs'}))
     if a.out:
         with open(a.out, 'w') as f: json.dump(res, f, indent=1)

@@ -8,7 +8,9 @@ TTA, and for quick the run folder it writes).
   speed hits both alike.
 
 Goals (results in docs/benchmarks.md): warm quick's accuracy ≥ the loop's, and its wall time ≤ 0.75× the loop's;
-cold quick faster than the loop. The first decode of the archive is also timed apart.
+cold quick faster than the loop. The first decode of the archive is also timed apart. The loop computes in the
+precision and memory format `quick` chooses on this machine (`cifar_fast.machine.choose`: bf16 and channels-last where
+the CPU has native bf16), so the comparison is of the training code, not of the machine settings.
 
     python benchmarks/quick_vs_loop.py --data ../shared/data/cifar10.tgz --seeds 0 1 2
 """
@@ -61,10 +63,20 @@ def run_quick(data: str, seed: int, runs: Path, log: Path, env: dict | None = No
                 choices={k: v['value'] for k, v in e.get('choices', {}).items()}, cpu=e.get('cpu'))
 
 
+def quick_choices() -> list[str]:
+    "plain_loop.py's flags for the precision and memory format `quick` chooses on this machine."
+    import torch
+    from cifar_fast.machine import choose
+    from cifar_fast.recipe import load_recipe
+    c = choose(load_recipe(ROOT / 'recipes' / 'quick.py'), torch.device('cpu'))
+    return ['--precision', c.precision] + (['--channels-last'] if c.channels_last else [])
+
+
 def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_root = Path(tempfile.mkdtemp(prefix='quick_vs_loop_runs_'))
-    res = dict(first_decode_s=round(first_decode(data), 2), loop=[], quick=[], quick_cold=[])
+    loop_choices = quick_choices()
+    res = dict(first_decode_s=round(first_decode(data), 2), loop=[], quick=[], quick_cold=[], loop_args=loop_choices)
     print(f"first decode: {res['first_decode_s']} s", flush=True)
     if cold:  # a fresh machine: nothing decoded, nothing compiled
         with tempfile.TemporaryDirectory() as cache:
@@ -76,8 +88,8 @@ def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True) -> dict:
                     data], check=True, cwd=ROOT)  # warm this user's cache so both sides load decoded arrays
     for seed in seeds:
         j = out_dir / f'loop_s{seed}.json'
-        wall = timed([sys.executable, 'benchmarks/plain_loop.py', '--data', data, '--seed', str(seed), '--out', str(j)],
-                     out_dir / f'loop_s{seed}.log')
+        wall = timed([sys.executable, 'benchmarks/plain_loop.py', '--data', data, '--seed', str(seed), '--out', str(j),
+                      *loop_choices], out_dir / f'loop_s{seed}.log')
         r = json.loads(j.read_text())
         res['loop'].append(dict(seed=seed, accuracy_tta=r['accuracy_tta'], accuracy=r['accuracy'],
                                 train_s=r['train_seconds'], process_wall_s=round(wall, 2)))
