@@ -400,13 +400,3 @@ def test_learner_fit_predict_export_roundtrip(name, dls, tmp_path):
     with torch.no_grad():
         a, b = learn.model.eval()(xb), loaded.model.eval()(xb)
     assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
-
-
-# ---- compile -------------------------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_torch_compile_matches_eager():
-    # The smallest graph in the zoo (6 convs); compiling on this CPU still takes tens of seconds.
-    model, (x, _) = create_model('fastnet_cpu', seed=0).eval(), batch(2)
-    with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-5)

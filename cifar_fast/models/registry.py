@@ -30,6 +30,7 @@ class ModelEntry:
     source: str
     description: str
     options: tuple[str, ...] = ()  # keyword options besides num_classes and seed, in signature order
+    builder: Callable[..., nn.Module] | None = None  # what `fn` builds through, shared by a family's depths and widths
 
 
 _models: dict[str, ModelEntry] = {}
@@ -79,7 +80,7 @@ def register_model(name: str | None = None, *, family: str, params: int, source:
         if not re.fullmatch(r'[a-z][a-z0-9_]*', key):
             raise ConfigError(f"Model name {key!r} must be lowercase letters, digits and '_', starting with a letter.")
         doc = description or (fn.__doc__ or '').strip().split('\n')[0]
-        entry = ModelEntry(key, fn, family, int(params), source, doc, _options(key, fn, builder))
+        entry = ModelEntry(key, fn, family, int(params), source, doc, _options(key, fn, builder), builder)
         # Bridges first: one that refuses the name (timm has it already) leaves the model unregistered everywhere.
         for hook in _bridges: hook(key)
         _models[key] = entry
