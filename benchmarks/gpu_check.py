@@ -60,6 +60,7 @@ BUDGET_S = {'setup': 30, 1: 150, 2: 170, 3: 50, 4: 60, 5: 80}
 PARTS = {1: 'airbench94 vs speed94', 2: 'airbench95 vs speed95', 3: 'speed94 with Muon', 4: 'training images/s',
          5: 'one epoch of each recipe'}
 THROUGHPUT_RECIPES = ('wrn28_3_5', 'resnet18_5m', 'resnet56', 'vgg16')
+COMPILE_ARGS = '--compile reduce-overhead'  # part 1's third row: speed94 under CUDA graphs
 AIRBENCH_ENTRY_POINTS = ('train94', 'train95', 'evaluate', 'CifarLoader')  # what vs_airbench.airbench_run calls
 # profile_skip/profile_steps: the profiled window, after the first epochs' steps (speed94: 48 a 50,000-image epoch)
 GPU = dict(runs94=5, runs95=3, runs_muon=3, warmups=1, tp_warm=20, tp_timed=100, tp_valid=1000, overrides=[],
@@ -317,11 +318,18 @@ def part_pair(c: Check, part: int, pair: str, n: int) -> None:
     ab, us = c.item(part, f'airbench{pair}', n), c.item(part, f'speed{pair}', n)
     if c.airbench: ab.stop(c.airbench)
     run_ab = lambda: airbench(c, pair)
-    run_us = lambda seed: lambda: ours(c, f'speed{pair}', ['--seed', str(seed)])
+    run_us = lambda seed, *args: lambda: ours(c, f'speed{pair}', ['--seed', str(seed), *args])
+    # Part 1 also runs speed94 with torch.compile's CUDA graphs, the step's launches replayed from one capture; its
+    # warm-up compiles into the Inductor cache, so each timed run's compile_s is the cache's load
+    graphs = c.item(part, f'speed{pair} {COMPILE_ARGS}', n) if part == 1 else None
+    if graphs and c.device == 'cpu': graphs.stop('not run (dry run: compiling takes ~30 s on a CPU, and CUDA graphs '
+                                                 'need a GPU; tests/test_speed.py compiles by mode)')
     for w in range(c.cfg['warmups']):  # cuDNN autotuning, allocator, caches: not reported (seeds apart from the runs')
         c.attempt(ab, run_ab, warmup=True); c.attempt(us, run_us(10_000 + w), warmup=True, run=w)
+        if graphs: c.attempt(graphs, run_us(10_000 + w, *COMPILE_ARGS.split()), warmup=True, run=w)
     for i in range(n):
         c.attempt(ab, run_ab, run=i); c.attempt(us, run_us(i), run=i)
+        if graphs: c.attempt(graphs, run_us(i, *COMPILE_ARGS.split()), run=i)
     if part != 1: return
     # Where each side's step time goes: one more run of each, profiled (its time is not in the rows above)
     pab, pus = c.item(part, f'airbench{pair} (profiled)', 1), c.item(part, f'speed{pair} (profiled)', 1)
@@ -348,8 +356,8 @@ def recipe_names() -> list[str]: return sorted(p.stem for p in (ROOT / 'recipes'
 
 def planned_items(c: Check, part: int) -> list[tuple[str, int]]:
     "What a part would run, for the rows of a part that was not selected."
-    return {1: [('airbench94', c.cfg['runs94']), ('speed94', c.cfg['runs94']), ('airbench94 (profiled)', 1),
-                ('speed94 (profiled)', 1)],
+    return {1: [('airbench94', c.cfg['runs94']), ('speed94', c.cfg['runs94']),
+                (f'speed94 {COMPILE_ARGS}', c.cfg['runs94']), ('airbench94 (profiled)', 1), ('speed94 (profiled)', 1)],
             2: [('airbench95', c.cfg['runs95']), ('speed95', c.cfg['runs95'])],
             3: [('speed94 --speed.muon true', c.cfg['runs_muon'])],
             4: [(n, 1) for n in THROUGHPUT_RECIPES], 5: [(n, 1) for n in recipe_names()]}[part]

@@ -29,7 +29,7 @@ class Choices:
     "What this run uses, resolved from the recipe for this machine; `auto` names the fields chosen automatically."
     precision: str = 'fp32'
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # False, True (torch.compile's default mode) or a mode's name
     threads: int = 1
     auto: tuple = ()
 
@@ -40,7 +40,8 @@ class Choices:
 
     def describe(self) -> str:
         "A few words for the run's first console line, e.g. 'bf16, channels_last, 2 threads'."
-        parts = [self.precision] + ['channels_last'] * self.channels_last + ['compiled'] * self.compile
+        compiled = [] if not self.compile else ['compiled' + (f' ({self.compile})' if self.compile is not True else '')]
+        parts = [self.precision] + ['channels_last'] * self.channels_last + compiled
         return ', '.join(parts + [f"{self.threads} thread{'s' * (self.threads != 1)}"])
 
 
@@ -70,10 +71,10 @@ def resolve_channels_last(value, device) -> bool:
     return torch.device(device).type in ('cpu', 'cuda')
 
 
-def resolve_compile(value, device) -> bool:
-    "'auto' -> off (slower than eager on the CPUs here; not yet measured on a GPU); a bool as given."
-    if value != 'auto': return bool(value)
-    return False
+def resolve_compile(value, device) -> bool | str:
+    "'auto' -> off (slower than eager on the CPUs here; not yet measured on a GPU); a bool or a mode's name as given."
+    if value == 'auto': return False
+    return value if isinstance(value, str) else bool(value)
 
 
 def resolve_threads(threads: int, local_processes: int = 1) -> int:

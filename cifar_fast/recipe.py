@@ -29,6 +29,8 @@ LR_SUGGESTIONS = ('valley', 'slide', 'minimum', 'steep')
 # The schedules a `warmup` goes before: one_cycle and triangular rise from lr/div over pct_start by themselves, and
 # flat_cos has no warm-up (lr_schedule in callback/schedule.py).
 WARMUP_SCHEDULES = ('cosine', 'step', 'linear_decay')
+# torch.compile's modes besides its default (compile=True); 'reduce-overhead' replays the launches as CUDA graphs
+COMPILE_MODES = ('reduce-overhead', 'max-autotune')
 
 
 def fld(default, help: str = '', choices=None, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -150,8 +152,9 @@ class Recipe:
     sync_bn: bool = fld(False, "SyncBatchNorm across processes when distributed (CUDA only: torch's works on GPU "
                         "modules)")
     compile: bool | str = fld('auto', "torch.compile the model (compile time reported apart); 'auto': off (slower than "
-                              "eager on the CPUs measured, not yet measured on a GPU: cifar_fast.machine)",
-                              ('auto', True, False))
+                              "eager on the CPUs measured, not yet measured on a GPU: cifar_fast.machine); "
+                              "'reduce-overhead' or 'max-autotune': that torch.compile mode (CUDA graphs on a GPU)",
+                              ('auto', True, False) + COMPILE_MODES)
     threads: int = fld(0, "torch threads per process; 0 = auto: torch's setting (OMP_NUM_THREADS), capped at this "
                        "process's share of its CPUs", lo=0)
     tta: int = fld(0, 'test-time augmentation at evaluation: 0 off, 1 flip, 2 flip × ±1-px translate', lo=0, hi=2)

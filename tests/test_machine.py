@@ -72,6 +72,7 @@ def test_auto_layout_compile_and_threads_follow_the_device(monkeypatch):
     fixed = choose(r.replace(channels_last=False, compile=True, threads=3, precision='fp32'), 'cpu')
     assert (fixed.channels_last, fixed.compile, fixed.threads, fixed.precision, fixed.auto) == \
         (False, True, 3, 'fp32', ())
+    assert choose(r.replace(compile='reduce-overhead'), 'cuda').compile == 'reduce-overhead'  # a mode, as named
 
 
 def test_cli_overrides_each_choice_and_refuses_other_values():
@@ -116,6 +117,8 @@ def test_env_json_records_what_the_run_used(recipe, tmp_path, keep_threads):
 def test_choices_describe_themselves():
     assert Choices('bf16', True, False, 2).describe() == 'bf16, channels_last, 2 threads'
     assert Choices('fp32', False, True, 1).describe() == 'fp32, compiled, 1 thread'
+    assert Choices('bf16', True, 'reduce-overhead', 1).describe() == \
+        'bf16, channels_last, compiled (reduce-overhead), 1 thread'
     assert Choices('fp16', True, True, 4, auto=('threads',)).record()['threads'] == dict(value=4, chosen='auto')
 
 

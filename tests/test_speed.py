@@ -124,17 +124,25 @@ def test_lookahead_run_and_resume_match(fast_recipe, tmp_path):
     assert_resume_matches(r, tmp_path, epoch=2, it=0)
 
 
-def test_compile_caches_under_cifar_fast_and_reports_compile_time(fast_recipe, tmp_path, monkeypatch):
+def test_compile_by_mode_caches_under_cifar_fast_matches_eager_and_reports_its_time(fast_recipe, tmp_path, monkeypatch):
     import json
     monkeypatch.delenv('TORCHINDUCTOR_CACHE_DIR', raising=False)
     monkeypatch.setenv('CIFAR_FAST_CACHE', str(tmp_path / 'cache'))
-    # fp32 NCHW: the test is about the cache folder, and autocast makes more for Inductor to compile
-    res = train(fast_recipe.replace(compile=True, epochs=1, tta=0, precision='fp32', channels_last=False),
+    # fp32 NCHW: the test is about the cache folder, and autocast makes more for Inductor to compile. A mode by name
+    # reaches torch.compile (on a CPU 'reduce-overhead' compiles as the default mode: CUDA graphs need a GPU).
+    res = train(fast_recipe.replace(compile='reduce-overhead', epochs=1, tta=0, precision='fp32', channels_last=False),
                 runs_root=tmp_path / 'runs')
     cache = tmp_path / 'cache' / 'inductor'
-    assert json.loads((res.run_dir / 'env.json').read_text())['compile_cache'] == str(cache)
+    env = json.loads((res.run_dir / 'env.json').read_text())
+    assert env['compile_cache'] == str(cache) and env['choices']['compile']['value'] == 'reduce-overhead'
     assert any(f.is_file() for f in cache.rglob('*'))  # Inductor wrote its compiled graphs there
     assert res.summary['compile_seconds'] > 0 and res.summary['test_accuracy'] is not None
+    # the compiled model computes what the eager one does (its eval graph was compiled for the validation already)
+    learn = res.learn
+    assert learn.model is not learn.raw_model
+    x = learn.dls.valid.one_batch()[0]
+    with torch.no_grad():
+        torch.testing.assert_close(learn.model.eval()(x), learn.raw_model.eval()(x), rtol=1e-4, atol=1e-5)
 
 
 def test_weight_ema_is_the_hand_computed_average_and_is_what_gets_validated(fast_recipe, tmp_path):
