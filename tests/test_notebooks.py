@@ -48,32 +48,48 @@ def notebook_data(tmp_path_factory) -> Path:
     return make_synthetic_cifar(tmp_path_factory.mktemp('nb_data') / 'cifar10', n_train=200, n_test=100)
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, notebook_data) -> Path:
-    "tmp/nbs (the notebooks run here) and tmp/recipes; the kernel inherits this environment."
-    (tmp_path / 'nbs').mkdir()
-    (tmp_path / 'recipes').symlink_to(ROOT / 'recipes')
-    monkeypatch.setenv('CIFAR_FAST_DATA', str(notebook_data))
-    monkeypatch.setenv('CIFAR_FAST_RUN_FIGURES', '1')  # a user's default: notebook 03 shows the run's figures
-    # W&B files go into each run folder, as a user's would; the conftest's MPLBACKEND=Agg would stop inline figures
-    for var in ('WANDB_DIR', 'WANDB_DATA_DIR', 'WANDB_CACHE_DIR', 'MPLBACKEND'): monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
-    return tmp_path / 'nbs'
+def execute(path: Path, root: Path):
+    """Run one notebook in root/nbs beside root/recipes (a link); the executed copy, outputs and all, stays there to
+    read after a failure. Returns (notebook, nbs folder, the exception that stopped it or None)."""
+    from nbclient import NotebookClient
+    (root / 'nbs').mkdir(parents=True)
+    (root / 'recipes').symlink_to(ROOT / 'recipes')
+    nb = nbformat.read(shutil.copy(path, root / 'nbs'), as_version=4)
+    # papermill's way: a cell after the parameters cell sets the test's size; the notebook runs as stored otherwise
+    nb.cells.insert(2, nbformat.v4.new_code_cell(TEST_PARAMETERS, metadata={'tags': ['injected-parameters']}))
+    err = None
+    try: NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(root / 'nbs')}}
+                        ).execute()
+    except Exception as e: err = e  # reported by the notebook's own test, with the executed copy's folder
+    finally: nbformat.write(nb, root / 'nbs' / path.name)
+    return nb, root / 'nbs', err
+
+
+@pytest.fixture(scope='module')
+def executed(tmp_path_factory, notebook_data) -> dict:
+    """Every notebook, run two at a time, each kernel in one thread: a kernel spends seconds importing, in one thread,
+    so two kernels keep both of this machine's cores busy where one in turn would leave one idle. The kernels inherit
+    this environment."""
+    from concurrent.futures import ThreadPoolExecutor
+    env = {'CIFAR_FAST_DATA': str(notebook_data), 'OMP_NUM_THREADS': '1',
+           'CIFAR_FAST_RUN_FIGURES': '1',  # a user's default: notebook 03 shows the run's figures
+           'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items(): mp.setenv(k, v)
+        # W&B files go into each run folder, as a user's would; the conftest's MPLBACKEND=Agg would stop inline figures
+        for var in ('WANDB_DIR', 'WANDB_DATA_DIR', 'WANDB_CACHE_DIR', 'MPLBACKEND'): mp.delenv(var, raising=False)
+        with ThreadPoolExecutor(2) as pool:
+            jobs = {p.stem: pool.submit(execute, p, tmp_path_factory.mktemp(p.stem)) for p in NBS}
+            return {k: j.result() for k, j in jobs.items()}
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize('path', NBS, ids=lambda p: p.stem)
-def test_runs_top_to_bottom(path, workdir):
-    from nbclient import NotebookClient
-    nb = nbformat.read(shutil.copy(path, workdir), as_version=4)
-    # papermill's way: a cell after the parameters cell sets the test's size; the notebook runs as stored otherwise
-    nb.cells.insert(2, nbformat.v4.new_code_cell(TEST_PARAMETERS, metadata={'tags': ['injected-parameters']}))
-    try: NotebookClient(nb, timeout=300, kernel_name='python3',
-                        resources={'metadata': {'path': str(workdir)}}).execute()
-    finally: nbformat.write(nb, workdir / path.name)  # the executed copy, outputs and all, to read after a failure
+def test_runs_top_to_bottom(path, executed):
+    nb, workdir, err = executed[path.stem]
     errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']
-    assert not errors
+    assert err is None and not errors, f'{path.name}: {err or errors[0]}; executed copy in {workdir}'
     images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if 'image/png' in o.get('data', {})]
     if path.stem != '05_wandb': assert images, f'{path.name} shows no figure'
     runs = list((workdir / 'runs').glob('*/summary.json')) if (workdir / 'runs').is_dir() else []
