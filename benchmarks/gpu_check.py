@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # the checkout's cifar_fast, installed or not
+for _p in (ROOT, ROOT / 'benchmarks'):  # the checkout's cifar_fast, installed or not, and vs_airbench beside this file
+    if str(_p) not in sys.path: sys.path.insert(0, str(_p))
 
 # Seconds of the 9 minutes (540 s) for setup and each part. Parts 1-3 from airbench's published times (airbench94
 # 3.83 s, airbench95 10.4 s per run on an A100, its README), with ours at up to 3× that: part 1, 6 × (3.8 + 11.5) =

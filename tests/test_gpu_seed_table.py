@@ -2,7 +2,6 @@
 table from hand-made lines against hand computations, and its --dry-run on the synthetic set, which must take the
 whole path (worker processes, both phases, the table, a continued --out) on CPU."""
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / 'benchmarks' / 'gpu_seed_table.py'
 RECIPES = ('wrn28_3_5_gpu', 'resnet56_gpu', 'resnet18_5m_gpu', 'vgg16_gpu')
 
 
@@ -98,16 +96,16 @@ def test_table_from_lines_by_hand(st):
 
 
 @pytest.mark.slow
-def test_dry_run_takes_the_whole_path_and_continues(synthetic, tmp_path):
-    "Both phases in worker processes on CPU, then a continued --out whose one new seed does not fit its budget."
+def test_dry_run_takes_the_whole_path_and_continues(st, synthetic, tmp_path, capsys):
+    """Both phases in worker processes on CPU, then a continued --out whose one new seed does not fit its budget. The
+    command's own process is this one (its `main`, which sets nothing process-wide), saving an import of the stack;
+    the workers are the script's own processes, as on a GPU."""
     out = tmp_path / 'out'
-    base = [sys.executable, str(SCRIPT), '--data', str(synthetic), '--dry-run', '--out', str(out),
-            '--recipes', 'resnet56_gpu']
+    base = ['--data', str(synthetic), '--dry-run', '--out', str(out), '--recipes', 'resnet56_gpu']
     t0 = time.monotonic()
-    p = subprocess.run(base + ['--seeds', '2', '--concurrency', '2'], capture_output=True, text=True, timeout=900,
-                       cwd=ROOT)
+    rc = st.main(base + ['--seeds', '2', '--concurrency', '2'])
     print(f'gpu_seed_table --dry-run took {time.monotonic() - t0:.0f} s')
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert rc == 0, capsys.readouterr().out[-3000:]
     lines = [json.loads(x) for x in (out / 'runs.jsonl').read_text().splitlines()]
     assert [x['kind'] for x in lines] == ['env', 'rate', 'run', 'run']
     runs = lines[2:]
@@ -121,8 +119,7 @@ def test_dry_run_takes_the_whole_path_and_continues(synthetic, tmp_path):
 
     # Continued: the two seeds and the rate are kept, seed 2 is planned, and with a budget shorter than the time kept
     # back for the report it is reported as not run, without a worker process
-    p = subprocess.run(base + ['--seeds', '3', '--budget', '1'], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert st.main(base + ['--seeds', '3', '--budget', '1']) == 0, capsys.readouterr().out[-3000:]
     lines = [json.loads(x) for x in (out / 'runs.jsonl').read_text().splitlines()]
     assert [x['kind'] for x in lines[4:]] == ['env', 'not_run'] and lines[5]['seed'] == 2
     table = (out / 'seed_table.md').read_text()
