@@ -5,7 +5,7 @@ schedule or augmentation broke fails here, not an hour into a user's GPU run.
 
 Only the size of the run changes: a subset of the training images, fewer epochs (the schedule keeps its shape over
 them), a smaller batch where the recipe's would give too few steps, with the learning rate scaled by the same factor
-(Goyal et al. 2017's linear rule) unless the recipe's lr is already per example (`speed.decoupled`), a 200-image test
+(Goyal et al. 2017's linear rule) unless the recipe's lr is already per example (`speed.decoupled`), a 100-image test
 set, no TTA, no compile. Without that scaling the ResNet recipes' loss rose to 3.0-5.7 early at these batches (chance:
 2.30) and resnet9 ended above chance."""
 import math
