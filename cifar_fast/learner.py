@@ -77,7 +77,7 @@ def build_learner(r: Recipe, dls, path: Path, choices: Choices):
         model = model.to(memory_format=torch.channels_last)
     if choices.compile:
         compile_cache_dir()
-        model = torch.compile(model, **({} if choices.compile is True else dict(mode=choices.compile)))
+        model = torch.compile(model, mode=None if choices.compile is True else choices.compile)  # None: its default
     return CifarLearner(dls, model, loss_func=loss_func(r), opt_func=opt_func(r), wd=r.wd, path=path,
                         model_dir='checkpoints', metrics=DeviceAccuracy() if r.speed.sync_every > 1 else accuracy,
                         splitter=splitter(r), cbs=learner_callbacks(r, choices))

@@ -40,7 +40,7 @@ class Choices:
 
     def describe(self) -> str:
         "A few words for the run's first console line, e.g. 'bf16, channels_last, 2 threads'."
-        compiled = [] if not self.compile else ['compiled' + (f' ({self.compile})' if self.compile is not True else '')]
+        compiled = ['compiled' if self.compile is True else f'compiled ({self.compile})'] if self.compile else []
         parts = [self.precision] + ['channels_last'] * self.channels_last + compiled
         return ', '.join(parts + [f"{self.threads} thread{'s' * (self.threads != 1)}"])
 

@@ -1,5 +1,6 @@
-"""Pieces several test files share: interrupting a run at a chosen batch, checking that resuming it is exact, and
-running the CLI in a forked child as another user or under a file-size limit."""
+"""Pieces several test files share: interrupting a run at a chosen batch, checking that resuming it is exact,
+running the CLI in a forked child as another user or under a file-size limit, and torch's thread count put back."""
+import contextlib
 import os
 import resource
 import signal
@@ -10,6 +11,15 @@ import torch
 from fastai.callback.core import Callback
 
 from cifar_fast.training import train
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None):
+    "torch's intra-op thread count set to `n` (or left) inside, and put back after: a run sets it for the process."
+    before = torch.get_num_threads()
+    if n: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
 
 
 class SignalAt(Callback):

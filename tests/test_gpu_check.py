@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark
+from helpers import load_benchmark, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,11 +43,9 @@ def test_dry_run_covers_every_part(gc, synthetic, tmp_path, capsys):
     """The whole check, a few steps per part on CPU: exit 0, a table row for parts 1-5, parseable raw lines. Its `main`
     runs in this process (an import of the stack saved); the one thing it sets process-wide, the dry run's single
     torch thread, is put back."""
-    import torch
-    out, threads = tmp_path / 'out', torch.get_num_threads()
+    out = tmp_path / 'out'
     t0 = time.monotonic()
-    try: rc = gc.main(['--data', str(synthetic), '--dry-run', '--out', str(out)])
-    finally: torch.set_num_threads(threads)
+    with torch_threads(): rc = gc.main(['--data', str(synthetic), '--dry-run', '--out', str(out)])
     secs = time.monotonic() - t0
     assert rc == 0, capsys.readouterr().out[-3000:]
     print(f'gpu_check --dry-run took {secs:.0f} s')

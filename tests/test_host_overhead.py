@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark
+from helpers import load_benchmark, torch_threads
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import SchedCos, SchedLin, SchedNo
@@ -32,10 +32,8 @@ def counts(ho, tmp_path_factory):
     "Per-step counts of the Learner and the plain loop, for the GPU recipe and the CPU one."
     tmp = tmp_path_factory.mktemp('host')
     data = ho.synthetic_set(tmp)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the benchmark counts; put back for the tests after these
-    try: return {name: ho.count_steps(name, data, tmp / 'runs') for name in ('speed94', 'quick')}
-    finally: torch.set_num_threads(threads)
+    with torch_threads(1):  # as the benchmark counts; put back for the tests after these
+        return {name: ho.count_steps(name, data, tmp / 'runs') for name in ('speed94', 'quick')}
 
 
 def test_speed94_step_has_no_sync_no_dispatch_and_few_extra_ops(counts):

@@ -12,6 +12,7 @@ from cifar_fast.machine import Choices, choose, resolve_precision
 from cifar_fast.recipe import DataConfig, Recipe, apply_overrides, parse_overrides
 from cifar_fast.rundir import read_json
 from cifar_fast.training import train
+from helpers import torch_threads
 
 
 @pytest.fixture
@@ -23,9 +24,7 @@ def recipe(synthetic):
 @pytest.fixture
 def keep_threads():
     "Runs set torch's thread count for the process: put it back for the tests after."
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(): yield
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch):

@@ -21,7 +21,7 @@ from cifar_fast.errors import ConfigError
 from cifar_fast.recipe import DataConfig, Recipe, dict_hash
 from cifar_fast.rundir import read_json, run_state, write_json
 from cifar_fast.stop import StopRequested, StopSignals
-from helpers import SignalAt, cli_in_child
+from helpers import SignalAt, cli_in_child, torch_threads
 
 QUICK = str(Path(__file__).resolve().parents[1] / 'recipes' / 'quick.py')
 TINY = ['--model_kwargs.widths', '[8,16,32]', '--data.batch_size', '32', '--precision', 'fp32', '--tta', '0']
@@ -199,9 +199,7 @@ def test_a_killed_run_shows_as_crashed_with_its_resume_command(synthetic, tmp_pa
     code, out = cli_in_child(['runs', '--runs', str(tmp_path / 'runs')], {})
     text = ' '.join(out.split())
     assert code == 0 and 'crashed' in text and f'cifar-fast train --resume {d}' in text, text
-    threads = torch.get_num_threads()
-    try: res = T.train(None, resume=d)  # its recipe says threads=1, which torch keeps for the process
-    finally: torch.set_num_threads(threads)
+    with torch_threads(): res = T.train(None, resume=d)  # its recipe says threads=1, which torch keeps for the process
     assert run_state(d) == 'complete' and res.summary['resumed'] == 1
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from rich.console import Console
 
 from cifar_fast import wandb_mode as W
@@ -19,7 +18,7 @@ from cifar_fast.console import RunConsole
 from cifar_fast.recipe import DataConfig, Recipe, WandbConfig
 from cifar_fast.rundir import read_json, read_metrics, run_state
 from cifar_fast.training import train
-from helpers import SignalAt
+from helpers import SignalAt, torch_threads
 
 WB = WandbConfig(enabled=True, mode='offline')
 WANDB_EXE = Path(sys.executable).with_name('wandb')  # the venv's CLI, the same version as the library
@@ -29,10 +28,7 @@ WANDB_EXE = Path(sys.executable).with_name('wandb')  # the venv's CLI, the same 
 def one_thread():
     """These runs are tiny: with torch's 2 intra-op threads on a busy 2-core machine, the same 2-epoch run took
     0.2-17 s of training (threads spinning); with 1 thread, 0.3-0.4 s every time (8 runs each, load 3-5)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1): yield
 
 
 @pytest.fixture
