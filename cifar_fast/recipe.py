@@ -88,6 +88,9 @@ class SpeedConfig:
     lookahead: bool = fld(False, 'lookahead-style weight averaging (airbench)')
     lookahead_start: int = fld(3, 'first epoch of weight averaging', lo=0)
     lookahead_every: int = fld(5, 'steps between averaging updates', lo=1)
+    low_res: int = fld(0, 'progressive resizing: the side in pixels of the training images in the first '
+                       'low_res_epochs epochs, the rest at full size (cost ∝ pixels); 0 = off', lo=0)
+    low_res_epochs: int = fld(0, 'epochs trained at low_res pixels', lo=0)
     ema: float = fld(0.0, "decay of an exponential moving average of the weights (timm's ModelEmaV3), which "
                      "validation, the final evaluation and the export use; 0 = off", lo=0, hi=1, hi_open=True)
     ema_warmup: bool = fld(True, "timm's decay warm-up, min(ema, 1 − (1 + step)^(−2/3)): early on the average "

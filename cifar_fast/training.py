@@ -22,7 +22,7 @@ from .callback.checkpoint import Checkpointer, restore_before_fit, resume_rows
 from .callback.restore import restore_all
 from .callback.run import BestWeights, GracefulStop, RunRecorder, StopOnNaN
 from .callback.schedule import schedule_callback
-from .callback.speed import Lookahead, WeightEMA
+from .callback.speed import Lookahead, ProgressiveResize, WeightEMA
 from .console import RunConsole, interactive
 from .data import CIFAR_STATS, recipe_dls, run_data_source
 from .distributed import DistInfo, barrier, broadcast_object, dist_info, distrib_ctx, init_process_group, peer_failure
@@ -255,6 +255,8 @@ def fit_callbacks(run: Run, extra_cbs=()) -> FitCallbacks:
            stop, nan, *extra_cbs]
     if ema: cbs.append(ema)
     if r.speed.lookahead: cbs.append(Lookahead(r.speed.lookahead_start, r.speed.lookahead_every))
+    if r.speed.low_res and r.speed.low_res_epochs:
+        cbs.append(ProgressiveResize(r.speed.low_res, r.speed.low_res_epochs))
     wb = _wandb_callback(r, run.run_dir, run.n_params, run.log)
     if wb is not None: cbs.append(wb)
     best = BestWeights(run.run_dir / 'checkpoints' / 'best.pth', learn.raw_model, resume=state is not None,

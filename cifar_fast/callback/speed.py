@@ -96,6 +96,33 @@ class Lookahead(Callback):
         if self.avg is not None: lookahead_update(self.avg, self._model(), 1.)
 
 
+# ---- progressive resizing -----------------------------------------------------------------------------------------
+
+def downscale(x: torch.Tensor, size: int) -> torch.Tensor:
+    "A batch (N, C, H, W) resized to size×size: bilinear and antialiased, so no aliasing comes from the shrink."
+    if x.shape[-1] == size and x.shape[-2] == size: return x
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else \
+        torch.contiguous_format
+    # antialiased resizing has no bf16 CPU kernel: resize in fp32 and cast back (the batch is tiny beside the net)
+    y = nn.functional.interpolate(x.float(), size=(size, size), mode='bilinear', antialias=True, align_corners=False)
+    return y.to(x.dtype).contiguous(memory_format=fmt)
+
+
+class ProgressiveResize(Callback):
+    """Train the first `epochs` epochs on images scaled down to `size`×`size`, then at full size (fast.ai's progressive
+    resizing). A conv net's cost goes with the pixels, so those epochs cost about (size/32)² as much. Validation and
+    prediction always see full-size images; the net must accept any size (fastnet's global pooling does)."""
+    order = 1  # after MixUp/CutMix (order 0) mixed the batch: mixing is pixel-wise, so the order does not matter
+
+    def __init__(self, size: int, epochs: int):
+        if size < 8: raise ConfigError(f"speed.low_res={size} is too small: use at least 8 pixels, or 0 for off.")
+        self.size, self.epochs = size, epochs
+
+    def before_batch(self):
+        if not self.training or self.epoch >= self.epochs: return
+        self.learn.xb = (downscale(self.xb[0], self.size),) + tuple(self.xb[1:])
+
+
 # ---- exponential moving average of the weights ------------------------------------------------------------------
 
 class WeightEMA(SwapsState, Callback):
