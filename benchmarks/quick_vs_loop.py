@@ -51,10 +51,11 @@ def mean_std(xs: list[float]) -> str:
     return f'{statistics.mean(xs):.4g} ± {statistics.stdev(xs):.2g}' if len(xs) > 1 else f'{xs[0]:.4g}'
 
 
-def run_quick(data: str, seed: int, runs: Path, log: Path, env: dict | None = None) -> dict:
-    "One `cifar-fast train recipes/quick.py` process: its accuracy, training and wall seconds, and machine choices."
+def run_quick(data: str, seed: int, runs: Path, log: Path, env: dict | None = None, overrides=()) -> dict:
+    """One `cifar-fast train recipes/quick.py` process (recipe fields overridden by `overrides`, CLI style): its
+    accuracy, training and wall seconds, and machine choices."""
     wall = timed([sys.executable, '-m', 'cifar_fast.cli', 'train', 'recipes/quick.py', '--data', data,
-                  '--seed', str(seed), '--runs', str(runs)], log, env)
+                  '--seed', str(seed), '--runs', str(runs), *overrides], log, env)
     (run,) = [d for d in runs.iterdir() if (d / 'summary.json').is_file()]
     s = json.loads((run / 'summary.json').read_text())
     e = json.loads((run / 'env.json').read_text())
@@ -72,7 +73,10 @@ def quick_choices() -> list[str]:
     return ['--precision', c.precision] + (['--channels-last'] if c.channels_last else [])
 
 
-def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True) -> dict:
+def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True, variants: dict | None = None) -> dict:
+    """`variants`: name -> recipe overrides (e.g. {'e7': ['--epochs', '7']}), each also run for every seed, right
+    after quick as shipped, so a candidate recipe is timed in the same interleaving."""
+    variants = variants or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_root = Path(tempfile.mkdtemp(prefix='quick_vs_loop_runs_'))
     loop_choices = quick_choices()
@@ -96,7 +100,12 @@ def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True) -> dict:
         print('loop ', json.dumps(res['loop'][-1]), flush=True)
         res['quick'].append(run_quick(data, seed, runs_root / f's{seed}', out_dir / f'quick_s{seed}.log'))
         print('quick', json.dumps(res['quick'][-1]), flush=True)
-    for side in ('loop', 'quick'):
+        for name, over in variants.items():
+            res.setdefault(name, []).append(run_quick(data, seed, runs_root / f'{name}_s{seed}',
+                                                      out_dir / f'{name}_s{seed}.log', overrides=over))
+            res[name][-1]['overrides'] = over
+            print(name, json.dumps(res[name][-1]), flush=True)
+    for side in ('loop', 'quick', *variants):
         rows = res[side]
         res[f'{side}_summary'] = {k: mean_std([r[k] for r in rows])
                                   for k in ('accuracy_tta', 'train_s', 'process_wall_s')}
@@ -105,8 +114,10 @@ def main(data: str, seeds: list[int], out_dir: Path, cold: bool = True) -> dict:
     if res['quick_cold']: res['wall_ratio_cold_quick_over_loop'] = round(res['quick_cold'][0]['process_wall_s'] / ql, 4)
     tl, tq = (statistics.mean(r['train_s'] for r in res[s]) for s in ('loop', 'quick'))
     res['train_ratio_quick_over_loop'] = round(tq / tl, 4)
+    for name in variants:
+        res[f'wall_ratio_{name}_over_loop'] = round(statistics.mean(r['process_wall_s'] for r in res[name]) / ql, 4)
     (out_dir / 'quick_vs_loop.json').write_text(json.dumps(res, indent=1))
-    print(json.dumps({k: v for k, v in res.items() if k not in ('loop', 'quick')}, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k not in ('loop', 'quick', *variants)}, indent=1))
     return res
 
 
@@ -116,5 +127,7 @@ if __name__ == '__main__':
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'quick_vs_loop')
     p.add_argument('--no-cold', dest='cold', action='store_false', help='skip the cold first run')
+    p.add_argument('--variant', nargs=2, action='append', default=[], metavar=('NAME', 'OVERRIDES'),
+                   help="also run quick with these recipe overrides for each seed, e.g. --variant e7 '--epochs 7'")
     a = p.parse_args()
-    main(a.data, a.seeds, a.out, a.cold)
+    main(a.data, a.seeds, a.out, a.cold, {name: over.split() for name, over in a.variant})

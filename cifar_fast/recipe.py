@@ -254,6 +254,13 @@ def _validate_recipe(r: Recipe):
             raise ConfigError(f"recipe field {key}={getattr(r, key)!r} applies to schedule "
                               f"{', '.join(WARMUP_SCHEDULES)}, not schedule={r.schedule!r} ({own}): set {key}=0 or "
                               f"choose one of those.")
+    if bool(r.speed.low_res) != bool(r.speed.low_res_epochs):
+        raise ConfigError(f"recipe fields speed.low_res={r.speed.low_res!r} and speed.low_res_epochs="
+                          f"{r.speed.low_res_epochs!r}: progressive resizing needs both (e.g. low_res=24, "
+                          f"low_res_epochs=2), or both 0 for off.")
+    if r.speed.low_res and not 8 <= r.speed.low_res < 32:
+        raise ConfigError(f"recipe field speed.low_res={r.speed.low_res!r}: a side in pixels from 8 to 31 (CIFAR "
+                          f"images are 32), or 0 for off.")
     if r.warmup_shape != 'linear' and not (r.warmup or r.warmup_epochs):
         raise ConfigError(f"recipe field warmup_shape={r.warmup_shape!r} needs a warm-up: set warmup_epochs (e.g. 1) "
                           f"or warmup (a fraction of training), or warmup_shape='linear' (the default) for none.")

@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_fast.callback.speed import lookahead_decay, lookahead_update, training_images
+from fastai.callback.core import Callback
+
+from cifar_fast.callback.speed import ProgressiveResize, downscale, lookahead_decay, lookahead_update, training_images
 from cifar_fast.models.fastnet import whitening_weights
 from cifar_fast.optim import decoupled_hypers, norm_bias_splitter
+from cifar_fast.errors import ConfigError
 from cifar_fast.recipe import DataConfig, Recipe, SpeedConfig
 from cifar_fast.data import recipe_dls
 from cifar_fast.machine import Choices
@@ -122,6 +125,42 @@ def test_lazy_sync_gives_the_same_epoch_metrics(fast_recipe, tmp_path):
 def test_lookahead_run_and_resume_match(fast_recipe, tmp_path):
     r = fast_recipe.replace(epochs=4, speed=SpeedConfig(lookahead=True, lookahead_start=1, lookahead_every=2))
     assert_resume_matches(r, tmp_path, epoch=2, it=0)
+
+
+def test_downscale_keeps_dtype_and_memory_format_and_averages_pixels():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32) % 7
+    y = downscale(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last), 16)
+    assert y.shape == (2, 3, 16, 16) and y.dtype == torch.bfloat16
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    flat = torch.full((1, 3, 32, 32), 0.25)
+    assert torch.allclose(downscale(flat, 24), torch.full((1, 3, 24, 24), 0.25))  # a flat image stays flat
+    assert downscale(x, 32) is x  # full size: untouched
+    # antialiased: a half-size image is the mean of each 2×2 block, not a sample of one of its pixels
+    assert torch.allclose(downscale(x, 16), nn.functional.avg_pool2d(x, 2), atol=1e-4)
+
+
+def test_progressive_resize_trains_small_first_and_always_validates_full_size(fast_recipe, tmp_path):
+    seen = []
+
+    class Sizes(Callback):
+        order = ProgressiveResize.order + 1  # the batch as the model gets it
+        def before_batch(self): seen.append((self.epoch, self.training, tuple(self.xb[0].shape[-2:])))
+
+    r = fast_recipe.replace(epochs=2, tta=0, speed=SpeedConfig(low_res=16, low_res_epochs=1))
+    res = train(r, runs_root=tmp_path, extra_cbs=[Sizes()])
+    assert {s for e, t, s in seen if t and e == 0} == {(16, 16)}  # the first epoch trains at 16 px
+    assert {s for e, t, s in seen if t and e == 1} == {(32, 32)}  # then at full size
+    assert {s for e, t, s in seen if not t} == {(32, 32)}  # validation always at full size
+    assert res.summary['epochs'] == 2 and res.summary['test_accuracy'] is not None
+
+
+@pytest.mark.parametrize('speed, match', [
+    (dict(low_res=24), r'speed.low_res=24 and speed.low_res_epochs=0: progressive resizing needs both'),
+    (dict(low_res_epochs=2), r'speed.low_res=0 and speed.low_res_epochs=2'),
+    (dict(low_res=32, low_res_epochs=2), r'speed.low_res=32: a side in pixels from 8 to 31'),
+    (dict(low_res=4, low_res_epochs=2), r'speed.low_res=4: a side in pixels from 8 to 31')])
+def test_progressive_resize_settings_are_checked_with_the_recipe(speed, match):
+    with pytest.raises(ConfigError, match=match): Recipe(speed=SpeedConfig(**speed))
 
 
 def test_compile_by_mode_caches_under_cifar_fast_matches_eager_and_reports_its_time(fast_recipe, tmp_path, monkeypatch):
