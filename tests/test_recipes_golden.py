@@ -14,8 +14,8 @@ RECIPES = Path(__file__).resolve().parents[1] / 'recipes'
 # when the fields deterministic (cuDNN's flags), warmup_epochs and warmup_shape came in (every hash moves) and resnet56
 # took He et al.'s ResNet-110 warm-up (warmup_epochs=1, warmup_shape='constant', div=10); and when the one-GPU recipes
 # of each family (wrn28_3_5_gpu, resnet56_gpu, resnet18_5m_gpu, vgg16_gpu) came in; recomputed on 2026-12-07 when the
-# fields speed.low_res and speed.low_res_epochs (progressive resizing) came in and quick went to batch 256, lookahead and
-# 8 epochs, the first 4 at 24 px.
+# fields speed.low_res and speed.low_res_epochs (progressive resizing) came in and quick went to batch 256, lookahead
+# and 8 epochs, the first 4 at 24 px.
 GOLDEN = {
     'quick': '2f21cacff2d1',
     'resnet18_5m': '59773fa5f2cd',
