@@ -175,6 +175,7 @@ def plain_epoch(r, data_dir: Path, counts: StepCounts | None = None) -> list[flo
     from cifar_fast.models import create_model
     from cifar_fast.optim import param_groups, splitter
     from cifar_fast.callback.speed import init_whitening  # noqa: F401  (the Learner's stem, set the same way below)
+    from cifar_fast.callback.speed import downscale
     from fastai.torch_core import set_seed
     set_seed(r.seed, reproducible=True)
     torch.set_num_threads(1)
@@ -206,6 +207,7 @@ def plain_epoch(r, data_dir: Path, counts: StepCounts | None = None) -> list[flo
         idx = perm[sl]
         xb = A.flip(A.translate(x[idx], shifts[sl], r.data.pad_mode), flips[sl])
         xb = ((xb.float().div_(255.) - mean) / std)
+        if r.speed.low_res_epochs: xb = downscale(xb, r.speed.low_res)  # the proxy's one epoch is a low-res one
         loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r.label_smoothing,
                                reduction=r.speed.loss_reduction)
         loss.backward()
