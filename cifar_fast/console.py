@@ -58,7 +58,8 @@ def summary_table(s: dict) -> Table:
     t = Table(title=escape(f"{s['recipe']} — {s['model']}"), title_justify='left', show_header=False)
     t.add_column(style='dim'); t.add_column(justify='right')
     acc = f"{100 * s['test_accuracy']:.2f}%"
-    weights = s['checkpoint'] + (f" {s['weights_average'].upper()}-averaged" if s.get('weights_average') else '')
+    avg = {'ema': 'EMA'}.get(s.get('weights_average'), s.get('weights_average'))
+    weights = s['checkpoint'] + (f' {avg}-averaged' if avg else '')
     rows = [('test accuracy', f'[bold green]{acc}[/bold green] ({weights} weights, {s["n_test"]:,} images)')]
     if s.get('test_accuracy_tta') is not None:
         rows.append((f"with TTA (level {s['tta_level']})", f"{100 * s['test_accuracy_tta']:.2f}%"))

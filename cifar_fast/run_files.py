@@ -62,7 +62,10 @@ def select_weights(r: Recipe, learn, cbs: FitCallbacks) -> dict:
     last = cbs.ema.state_dict() if cbs.ema else learn.raw_model.state_dict()
     last = {k: v.detach().clone() for k, v in last.items()}  # the model's own tensors change when 'best' is loaded
     best = cbs.best.weights if cbs.best.weights is not None else last
-    average = 'ema' if cbs.ema else 'lookahead' if r.speed.lookahead else None
+    rows = cbs.rec.rows
+    epoch = max(rows, key=lambda row: row['accuracy'])['epoch'] if r.checkpoint == 'best' and rows else len(rows)
+    # lookahead averages from epoch lookahead_start + 1 (1-based) on: weights of an earlier epoch are the raw ones
+    average = 'ema' if cbs.ema else 'lookahead' if r.speed.lookahead and epoch > r.speed.lookahead_start else None
     return dict(best=best, last=last, selected=r.checkpoint, average=average)
 
 

@@ -127,6 +127,13 @@ def test_lookahead_run_and_resume_match(fast_recipe, tmp_path):
     assert_resume_matches(r, tmp_path, epoch=2, it=0)
 
 
+def test_summary_says_lookahead_averaged_only_once_averaging_began(fast_recipe, tmp_path):
+    "Lookahead averages from epoch lookahead_start + 1 (1-based): a shorter run's weights are the raw ones."
+    r = fast_recipe.replace(tta=0, speed=SpeedConfig(lookahead=True, lookahead_start=1, lookahead_every=2))
+    assert train(r.replace(epochs=1), runs_root=tmp_path / 'a').summary['weights_average'] is None
+    assert train(r.replace(epochs=2), runs_root=tmp_path / 'b').summary['weights_average'] == 'lookahead'
+
+
 def test_downscale_keeps_dtype_and_memory_format_and_averages_pixels():
     x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32) % 7
     y = downscale(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last), 16)
