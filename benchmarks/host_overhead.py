@@ -207,7 +207,7 @@ def plain_epoch(r, data_dir: Path, counts: StepCounts | None = None) -> list[flo
         idx = perm[sl]
         xb = A.flip(A.translate(x[idx], shifts[sl], r.data.pad_mode), flips[sl])
         xb = ((xb.float().div_(255.) - mean) / std)
-        if r.speed.low_res_epochs: xb = downscale(xb, r.speed.low_res)  # the proxy's one epoch is a low-res one
+        if r.speed.low_res: xb = downscale(xb, r.speed.low_res)  # the proxy's one epoch is a low-res one
         loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r.label_smoothing,
                                reduction=r.speed.loss_reduction)
         loss.backward()

@@ -55,15 +55,15 @@ def record_run(run: Run, dls, source_file=None) -> None:
                                      stats_source='fastai.vision.data.cifar_stats'))
 
 
-def select_weights(r: Recipe, learn, cbs: FitCallbacks) -> dict:
+def select_weights(r: Recipe, learn, cbs: FitCallbacks, best_epoch: int) -> dict:
     """The run's final weights, decided here and nowhere else: 'last' is what the last epoch validated (the EMA average
-    with speed.ema, the lookahead average with speed.lookahead, else the raw weights), 'best' the epoch with the best
-    test accuracy; the recipe's `checkpoint` selects one. Both stay in memory: nothing is read back from disk."""
+    with speed.ema, the lookahead average with speed.lookahead once it began, else the raw weights), 'best' those of
+    `best_epoch`, the one with the best test accuracy; the recipe's `checkpoint` selects one. Both stay in memory:
+    nothing is read back from disk."""
     last = cbs.ema.state_dict() if cbs.ema else learn.raw_model.state_dict()
     last = {k: v.detach().clone() for k, v in last.items()}  # the model's own tensors change when 'best' is loaded
     best = cbs.best.weights if cbs.best.weights is not None else last
-    rows = cbs.rec.rows
-    epoch = max(rows, key=lambda row: row['accuracy'])['epoch'] if r.checkpoint == 'best' and rows else len(rows)
+    epoch = best_epoch if r.checkpoint == 'best' else cbs.rec.rows[-1]['epoch']
     # lookahead averages from epoch lookahead_start + 1 (1-based) on: weights of an earlier epoch are the raw ones
     average = 'ema' if cbs.ema else 'lookahead' if r.speed.lookahead and epoch > r.speed.lookahead_start else None
     return dict(best=best, last=last, selected=r.checkpoint, average=average)
@@ -79,7 +79,8 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     run.wall_seconds = sum(s['wall_seconds'] for s in run.segments)
     drawer = run.drawer if run.drawer.enabled else Drawer()  # curves.png always; CIFAR_FAST_RUN_FIGURES=0 skips
     drawer.draw(plot_curves, rows, d / 'curves.png', title=f'{r.name} ({r.model})')  # interpret's figures only
-    weights = select_weights(r, learn, cbs)
+    best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
+    weights = select_weights(r, learn, cbs, rows[best_i]['epoch'])
     learn.raw_model.load_state_dict(weights[weights['selected']])
     # Our own loop, as `cifar-fast evaluate` runs it: fastai's get_preds all-gathers across ranks whenever
     # WORLD_SIZE > 1, which would hang here, where rank 0 alone evaluates.
@@ -95,7 +96,6 @@ def finish_run(run: Run, cbs: FitCallbacks) -> tuple[dict, RunInterpretation]:
     tta_acc = accuracy(tta_probs, res.targs) if r.tta else None
     save_predictions(d, {0: res.probs, **({r.tta: tta_probs} if r.tta else {})}, res.targs, res.classes, res.dl,
                      getattr(learn.dls, 'cifar_source', None), r.data.valid_size, r.checkpoint, weights['average'])
-    best_i = max(range(len(rows)), key=lambda i: rows[i]['accuracy'])
     torch_save(dict(best=weights['best'], last=weights['last'], best_epoch=rows[best_i]['epoch'],
                     selected=weights['selected'], average=weights['average']), d / 'model.pth')
     export_learner(learn, d / 'export.pkl')

@@ -255,8 +255,7 @@ def fit_callbacks(run: Run, extra_cbs=()) -> FitCallbacks:
            stop, nan, *extra_cbs]
     if ema: cbs.append(ema)
     if r.speed.lookahead: cbs.append(Lookahead(r.speed.lookahead_start, r.speed.lookahead_every))
-    if r.speed.low_res and r.speed.low_res_epochs:
-        cbs.append(ProgressiveResize(r.speed.low_res, r.speed.low_res_epochs))
+    if r.speed.low_res: cbs.append(ProgressiveResize(r.speed.low_res, r.speed.low_res_epochs))  # both set: recipe check
     wb = _wandb_callback(r, run.run_dir, run.n_params, run.log)
     if wb is not None: cbs.append(wb)
     best = BestWeights(run.run_dir / 'checkpoints' / 'best.pth', learn.raw_model, resume=state is not None,
