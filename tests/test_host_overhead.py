@@ -49,11 +49,15 @@ def test_speed94_step_has_no_sync_no_dispatch_and_few_extra_ops(counts):
 
 def test_quick_reads_the_loss_each_batch_as_its_recipe_asks_and_nothing_more(counts):
     c, plain = counts['quick']['learner'], counts['quick']['plain']
-    # quick keeps fastai's per-batch reading (speed.sync_every=1): the smoothed loss to the host, and StopOnNaN's
-    # finite and explosion checks; on a CPU they cost no copy. Nothing else reads or wraps.
-    assert {k: v for k, v in c.items() if k.startswith('sync:')} == {'sync:.cpu()': 1, 'sync:_local_scalar_dense': 2}
+    # quick keeps fastai's per-batch reading (speed.sync_every=1): the smoothed loss to the host (fastai's to_detach,
+    # a no-op on a CPU), and StopOnNaN's one read of the loss, whose finite and explosion checks run in Python. Nothing
+    # else reads or wraps.
+    assert {k: v for k, v in c.items() if k.startswith('sync:')} == {'sync:.cpu()': 1, 'sync:_local_scalar_dense': 1}
     assert c.get('torch_function', 0) == 0 and c['callback_calls'] == c['handlers']
-    assert c['aten'] - plain['aten'] <= 13, (c['aten'], plain['aten'])
+    # Beyond the plain loop: speed94's three, the smoothed loss's mean and StopOnNaN's read. Before: 13 (its checks
+    # ran as tensor ops and read twice).
+    assert c['aten'] - plain['aten'] == 5, (c['aten'], plain['aten'])
+    assert c['aten'] <= 1.05 * plain['aten']
 
 
 @pytest.mark.parametrize('pcts', [[.23, .77], [.25, .75], [.5, .25, .25], [.1, .9]])

@@ -120,10 +120,13 @@ class StopOnNaN(Callback):
 
     def after_batch(self):
         if not self.training or self.iter % self.every: return
-        loss = self.loss.detach().float()
-        if getattr(self.learn.loss_func, 'reduction', 'mean') == 'sum': loss = loss / len(self.yb[0])  # per image
+        # One read to the host, the only sync of the check (on a GPU each read waits for the step): the worst value
+        # in Python. abs().max() keeps a NaN (torch's max propagates it) and turns -inf into inf.
+        loss = self.loss.detach()
+        worst = float(loss) if loss.numel() == 1 else float(loss.abs().max())
+        if getattr(self.learn.loss_func, 'reduction', 'mean') == 'sum': worst /= len(self.yb[0])  # per image
         limit = EXPLODED * math.log(max(self.pred.shape[-1], 2))
-        if any_rank(not bool(torch.isfinite(loss).all()) or bool((loss > limit).any())):
+        if any_rank(not math.isfinite(worst) or worst > limit):
             self._stop('loss', batch=int(self.iter), limit=limit)
 
     def after_validate(self):
