@@ -18,9 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastai.callback.core import Callback, CancelFitException
-from fastai.callback.tracker import TrackerCallback
-
 from .errors import ConfigError, TrainingDiverged
 from .export import require
 from .recipe import Recipe, apply_overrides, load_recipe, recipe_hash, to_dict
@@ -93,25 +90,6 @@ def parse_space(specs: list[str], recipe: Recipe) -> dict[str, Param]:
 
 # ---- pruning --------------------------------------------------------------------------------------------------
 
-class PruneTrial(Callback):
-    """Reports each epoch's validation accuracy to the Optuna trial and cancels the fit when its pruner says so."""
-    # Where fastai's EarlyStoppingCallback stops a fit: after RunRecorder (51) wrote the epoch's row and BestWeights
-    # (59) kept its weights, before the Checkpointer (71); CancelFitException then runs every after_cancel_fit.
-    order = TrackerCallback.order
-
-    def __init__(self, trial):
-        self.trial, self.pruned_at = trial, None
-
-    def after_epoch(self):
-        names = self.recorder.metric_names[1:len(self.learn.final_record) + 1]
-        if 'accuracy' not in names: return
-        acc, step = float(self.learn.final_record[names.index('accuracy')]), int(self.epoch) + 1
-        self.trial.report(acc, step)
-        if step < self.n_epoch and self.trial.should_prune():  # after the last epoch there is nothing left to save
-            self.pruned_at = step
-            raise CancelFitException()
-
-
 def mark_pruned(run_dir: Path, epoch: int, trial: int, study: str) -> None:
     """The run folder says what happened: status.json 'pruned' at `epoch` (train wrote 'complete': a cancelled fit
     ends like an early stop), and summary.json gains `pruned`, `pruned_at_epoch` and the study."""
@@ -171,6 +149,7 @@ def tune(recipe: Recipe | str | Path, params: list[str], trials: int, runs_root:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    from .callback.prune import PruneTrial
     from .training import train
     r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     space = parse_space(params, r)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cifar_fast.data.augment import CIFAR_STATS, normalize
+from cifar_fast.deploy import DeployModel, onnx_bytes
 from cifar_fast.errors import CifarFastError, ConfigError
-from cifar_fast.export import (DeployModel, ExportCheckFailed, check_onnx, export_run, load_model, onnx_bytes,
-                               ort_predict, torch_reference)
+from cifar_fast.export import ExportCheckFailed, check_onnx, export_run, load_model, ort_predict, torch_reference
 from cifar_fast.inference import load_run
 from cifar_fast.models import create_model, list_models
 from cifar_fast.models.registry import _entry
