@@ -8,9 +8,10 @@ inside a function (tests/test_layers.py reads every import and holds the package
     1  data, models, optim, rundir, tta,         the pieces: images, nets, optimisers, files of a run folder, one
        predictions, machine, runlock, stop,      prediction pass and the result every report derives from, the
        wandb_mode, predfile, corruptions,        run's choices for this machine (precision, layout, compile, threads),
-       data_engines                              the run folder's one owner, stop signals, the W&B mode to start in, a
+       data_engines, deploy                      the run folder's one owner, stop signals, the W&B mode to start in, a
                                                  run's per-image predictions file, CIFAR-10-C corruptions regenerated,
-                                                 what each data engine accepts (light: the Recipe checks it too)
+                                                 what each data engine accepts (light: the Recipe checks it too), the
+                                                 model as the exported graph runs it (deploy)
     2  recipe, distributed                       the Recipe value; process groups
     3  callback                                  fastai callbacks of our own
     4  learner, training, resume, run_files,     the recipe's Learner; recipe -> Learner -> fit -> run folder;

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .errors import CifarFastError, ConfigError
 from .rundir import atomic_write_bytes, read_json, write_json
 
-INPUTS = ('uint8', 'float')
+INPUTS = ('uint8', 'float')  # deploy.INPUTS, repeated: the parser is built on every CLI call, without torch
 FORMAT = 'cifar_fast.weights/1'  # model.json's `format`: bump when its keys change meaning
 ACC_TOLERANCE = 0.001  # the issue's bar: onnxruntime's accuracy within 0.1 point of the run's
 PROB_TOLERANCE = 1e-3  # float32 graphs agree to ~1e-6 (docs/export.md); 1e-3 catches a wrong op, not rounding
@@ -38,6 +38,38 @@ def require(extra: str, module: str):
     except ImportError as e:
         raise CifarFastError(f"{module} is not installed ({e}); it comes with this package's {extra!r} extra: "
                              f"pip install 'cifar_fast[{extra}]'  (installs {', '.join(EXTRAS[extra])}).") from None
+
+
+# ---- the graph ------------------------------------------------------------------------------------------------
+
+def onnx_bytes(model: nn.Module, mean, std, input: str = 'uint8', tta: int = 0, dynamo: bool = True,
+               name: str = 'model') -> bytes:
+    """The ONNX graph of `model` with normalisation (and flip TTA) inside, batch size dynamic; `dynamo=False` uses
+    torch's older TorchScript exporter. A model the exporter cannot take raises ConfigError naming it and why."""
+    import io
+
+    import torch
+
+    from .deploy import DeployModel
+    require('export', 'onnx'); require('export', 'onnxscript')
+    model = model.float().to(memory_format=torch.contiguous_format).eval()
+    wrapper = DeployModel(model, mean, std, input, tta).eval()
+    example = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8) if input == 'uint8'
+               else torch.rand(2, 3, 32, 32))  # batch 2, not 1: the exporter specialises a size-1 dimension
+    kw = dict(input_names=['images'], output_names=['logits', 'probs'], verbose=False)
+    if dynamo: kw['dynamic_shapes'] = {'images': {0: torch.export.Dim('batch')}}
+    else: kw['dynamic_axes'] = {'images': {0: 'batch'}, 'logits': {0: 'batch'}, 'probs': {0: 'batch'}}
+    try:
+        with torch.no_grad():
+            if dynamo: return torch.onnx.export(wrapper, example, dynamo=True, **kw).model_proto.SerializeToString()
+            buf = io.BytesIO()
+            torch.onnx.export(wrapper, example, buf, dynamo=False, **kw)
+            return buf.getvalue()
+    except Exception as e:
+        other = '--legacy-exporter (dynamo=False)' if dynamo else 'the default dynamo exporter'
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ''
+        raise ConfigError(f"{name} cannot be exported to ONNX by torch.onnx.export(dynamo={dynamo}): "
+                          f"{type(e).__name__}: {msg}. Try {other}, or export its weights only (safetensors).") from e
 
 
 # ---- the check ------------------------------------------------------------------------------------------------
@@ -184,7 +216,6 @@ def export_run(run_dir, out: str | Path | None = None, input: str = 'uint8', tta
                acc_tol: float = ACC_TOLERANCE, prob_tol: float = PROB_TOLERANCE) -> dict:
     """RUN/export/ (or `out`): model.onnx (checked with onnxruntime first), model.safetensors + model.json,
     export_check.json and model_card.md. Returns name -> path plus the check's record."""
-    from .deploy import onnx_bytes
     from .inference import load_run, run_data
     from .rundir import check_run_dir
     if input not in INPUTS: raise ConfigError(f"--input must be one of {', '.join(INPUTS)}, not {input!r}.")

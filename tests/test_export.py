@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from cifar_fast.data.augment import CIFAR_STATS, normalize
-from cifar_fast.deploy import DeployModel, onnx_bytes
+from cifar_fast.deploy import INPUTS, DeployModel
 from cifar_fast.errors import CifarFastError, ConfigError
-from cifar_fast.export import ExportCheckFailed, check_onnx, export_run, load_model, ort_predict, torch_reference
+from cifar_fast.export import INPUTS as export_inputs
+from cifar_fast.export import (ExportCheckFailed, check_onnx, export_run, load_model, onnx_bytes, ort_predict,
+                               torch_reference)
 from cifar_fast.inference import load_run
 from cifar_fast.models import create_model, list_models
 from cifar_fast.models.registry import _entry
@@ -80,6 +82,7 @@ def test_input_contract_uint8_and_float(finished_run):
     np.testing.assert_allclose(p8, pf, atol=1e-6)
     with pytest.raises(ConfigError, match='input must be one of'):
         DeployModel(model, *CIFAR_STATS, input='int8')
+    assert INPUTS == export_inputs  # the parser's copy, which spares the CLI's start an import of torch
     with pytest.raises(ConfigError, match='level 2'):
         DeployModel(model, *CIFAR_STATS, tta=2)
 
