@@ -7,3 +7,5 @@ for i in 1 2 3; do
   done
 done
 echo done
+# then, from /work/main at b7e20e4 (the new StopOnNaN), three more runs written as again_1..3.json:
+# for i in 1 2 3; do python benchmarks/host_overhead.py --recipes speed94 quick --repeats 5 --out again_$i.json; done
