@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -74,8 +75,9 @@ def _help_fields() -> int:
 def cmd_train(args) -> int:
     "Train a recipe into a run folder, or resume one."
     from .console import interactive
-    from .distributed import dist_info
-    from .training import train
+    with console.status('Loading torch and fastai…') if console.is_terminal else contextlib.nullcontext():
+        from .distributed import dist_info
+        from .training import train
     if args.help_fields: return _help_fields()
     if args.nproc: return _hand_over_to_torchrun(args)
     if args.resume:

@@ -2,6 +2,7 @@
 per-class scores, rendered with rich for terminal and log file. Rendering only: the numbers come computed."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,12 @@ class RunConsole:
     def print(self, *objs, terminal: bool = True):
         if terminal and self.terminal: self.terminal.print(*objs, soft_wrap=True)
         if self.file: self.file.print(*objs, soft_wrap=True)
+
+    def working(self, text: str):
+        """A spinner saying `text` on the terminal while a step that prints nothing runs (the run's end: its prediction
+        and files take seconds to minutes); nothing when there is no terminal (a log file, a notebook, a pipe)."""
+        t = self.terminal
+        return t.status(escape(text)) if t is not None and t.is_terminal else contextlib.nullcontext()
 
     def open(self, run_dir: Path):
         "Append to run_dir/console.log (a resumed run continues the same log)."

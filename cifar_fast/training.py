@@ -303,6 +303,9 @@ def fit(run: Run, cbs: FitCallbacks) -> None:
 def finish(run: Run, cbs: FitCallbacks) -> RunResult:
     "Rank 0 predicts the test split once and writes the results; no rank leaves before they are written."
     summary, res = dict(state='worker', rank=run.info.rank), None
-    if run.info.is_main: summary, res = finish_run(run, cbs)
+    if run.info.is_main:
+        tta = f' (plain + TTA {run.r.tta})' if run.r.tta else ''
+        with run.log.working(f'Predicting the test set{tta} and writing the run folder…'):
+            summary, res = finish_run(run, cbs)
     barrier()
     return RunResult(run.run_dir, summary, run.learn, res)

@@ -25,3 +25,20 @@ print(json.dumps(dict(codes=codes, heavy=[m for m in {HEAVY!r} if m in sys.modul
     assert res['codes'] == [0, 0, 2], res['text']
     assert 'invalid choice' in res['text'] and 'export' in res['text'] and 'tune' in res['text']
     assert res['heavy'] == [], f"the CLI's start imported {res['heavy']}"
+
+
+def test_the_run_console_shows_a_spinner_on_a_terminal_only():
+    "The run's silent steps (its end: prediction and files) say what they do on a terminal, and nowhere else."
+    import io
+
+    from rich.console import Console
+
+    from cifar_fast.console import RunConsole
+    outs = {kind: io.StringIO() for kind in ('terminal', 'pipe')}
+    for kind, buf in outs.items():
+        with RunConsole(terminal=Console(file=buf, force_terminal=kind == 'terminal', width=100)).working(
+                'Predicting the test set [plain] and writing the run folder…'):
+            pass
+    assert 'Predicting the test set [plain] and writing the run folder…' in outs['terminal'].getvalue()  # literally
+    assert outs['pipe'].getvalue() == ''
+    with RunConsole().working('no terminal at all'): pass  # a library call: nothing to show, nothing raised
