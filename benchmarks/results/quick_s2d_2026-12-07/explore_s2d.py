@@ -1,5 +1,7 @@
 "Exploration only: quick with a space-to-depth (stride-2) whitening stem, registered in this process."
-import sys, json, time
+import sys
+import json
+import time
 import torch.nn as nn
 from cifar_fast.models import register_model
 from cifar_fast.models.fastnet import FastNet

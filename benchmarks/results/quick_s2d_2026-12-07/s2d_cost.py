@@ -1,4 +1,7 @@
-import time, torch, torch.nn as nn, torch.nn.functional as F
+import time
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from cifar_fast.models.fastnet import FastNet
 torch.set_num_threads(2)
 def make(widths, stride):
@@ -19,4 +22,6 @@ for widths, stride in [((32,64,128),1), ((32,64,128),2), ((48,96,192),2), ((64,1
     ts=[]
     for _ in range(10):
         t=time.perf_counter(); step(); ts.append(time.perf_counter()-t)
-    ts.sort(); print(widths, 'stride', stride, 'params', sum(p.numel() for p in m.parameters()), 'ms/step median %.1f' % (1e3*ts[5]))
+    ts.sort()
+    print(widths, 'stride', stride, 'params', sum(p.numel() for p in m.parameters()),
+          'ms/step median %.1f' % (1e3 * ts[5]))
