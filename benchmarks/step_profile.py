@@ -84,12 +84,10 @@ def profile_step(step, n: int = 5) -> dict:
 
 
 def validation(r, choices, data, repeats: int) -> dict:
-    from cifar_fast.data.augment import CIFAR_STATS
     from cifar_fast.data.loaders import recipe_dls
     from cifar_fast.learner import build_learner, quiet_progress
     import tempfile
-    dls = recipe_dls(r, torch.device('cpu'), progress=False, source=data, stats=CIFAR_STATS,
-                     channels_last=choices.channels_last)
+    dls = recipe_dls(r, torch.device('cpu'), progress=False, source=data, channels_last=choices.channels_last)
     learn = build_learner(r, dls, Path(tempfile.mkdtemp()), choices)
     quiet_progress(learn, False)
     model, autocast = learn.raw_model, torch.autocast('cpu', dtype=torch.bfloat16, enabled=choices.precision == 'bf16')
@@ -150,6 +148,7 @@ def phases(r, data: str) -> dict:
 def main(recipe: str, data: str | None, steps: int, repeats: int, resolutions: list[int] | None) -> dict:
     from cifar_fast.machine import apply_threads, choose
     from cifar_fast.recipe import load_recipe
+    from cifar_fast.rundir import cpu_model
     r = load_recipe(recipe)
     choices = choose(r, torch.device('cpu'), 1)
     apply_threads(choices.threads)
@@ -161,7 +160,7 @@ def main(recipe: str, data: str | None, steps: int, repeats: int, resolutions: l
     for _ in range(repeats):
         for res, s in steps_by_res.items(): times[res] += time_steps(s, steps)
     out = dict(recipe=r.name, model=r.model, batch=r.data.batch_size, precision=choices.precision,
-               channels_last=choices.channels_last, threads=torch.get_num_threads(), cpu=_cpu(),
+               channels_last=choices.channels_last, threads=torch.get_num_threads(), cpu=cpu_model(),
                torch=torch.__version__, steps={})
     for res, s in steps_by_res.items():
         ms = [1e3 * t for t in times[res]]
@@ -172,12 +171,6 @@ def main(recipe: str, data: str | None, steps: int, repeats: int, resolutions: l
         out['phases_ms'] = phases(r, data)
         out['validation'] = validation(r, choices, data, repeats)
     return out
-
-
-def _cpu() -> str:
-    for line in Path('/proc/cpuinfo').read_text().splitlines() if Path('/proc/cpuinfo').exists() else []:
-        if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    return 'unknown'
 
 
 if __name__ == '__main__':

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -75,7 +74,7 @@ def _help_fields() -> int:
 def cmd_train(args) -> int:
     "Train a recipe into a run folder, or resume one."
     from .console import interactive
-    with console.status('Loading torch and fastai…') if console.is_terminal else contextlib.nullcontext():
+    with RunConsole(terminal=console).working('Loading torch and fastai…'):
         from .distributed import dist_info
         from .training import train
     if args.help_fields: return _help_fields()
